@@ -1,0 +1,233 @@
+"""The ``segal`` command: parse arguments, call the library, show progress and tables.
+
+User errors (:class:`~segal.errors.UserError`) print one line and exit with code 2; Ctrl-C exits
+with 130 after the last atomic write, so re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from segal.errors import UserError
+from segal.strategies.base import Progress as ProgressReporter
+
+console = Console(stderr=True)
+out = Console()
+
+
+class RichProgress(ProgressReporter):
+    """rich progress bars for long work, and readable log lines for events."""
+
+    def __init__(self, console: Console, quiet: bool = False):
+        self.console = console
+        self.quiet = quiet
+        self._progress: Progress | None = None
+
+    def _bars(self) -> Progress:
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True,
+                disable=self.quiet or not self.console.is_terminal,
+            )
+            self._progress.start()
+        return self._progress
+
+    def track(self, iterable, total: int | None = None, description: str = ""):
+        bars = self._bars()
+        task = bars.add_task(description, total=total)
+        try:
+            for item in iterable:
+                yield item
+                bars.advance(task)
+        finally:
+            bars.remove_task(task)
+
+    def log(self, event: str, **fields: Any) -> None:
+        if self.quiet or event == "train_epoch":
+            return
+        text = _EVENT_TEXT.get(event)
+        if text:
+            try:
+                self.console.log(text.format(**fields))
+            except (KeyError, IndexError, ValueError):
+                self.console.log(f"{event} {fields}")
+
+    def warn(self, message: str) -> None:
+        self.console.log(f"[yellow]warning:[/] {message}")
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+_EVENT_TEXT = {
+    "start": "started: pool of {pool} images, budgets {budgets}, strategy [bold]{strategy}[/]",
+    "resume": "resuming at cycle {cycle}, stage {stage}",
+    "trained": "cycle {cycle}: trained {steps} steps in {seconds}s (loss {loss:.3f})",
+    "evaluated": "cycle {cycle}: evaluated with {labeled} labeled images",
+    "acquired": "cycle {cycle}: acquired {count} images in {seconds}s",
+    "labeled": "cycle {cycle}: {count} images labeled by the {oracle} oracle",
+    "awaiting_labels": "cycle {cycle}: {pending} images wait for labels — run `segal export`, label them, then `segal import`",
+}
+
+
+def results_table(title: str, rows) -> Table:
+    table = Table(title=title)
+    table.add_column("cycle", justify="right")
+    table.add_column("labeled", justify="right")
+    table.add_column("% of pool", justify="right")
+    metric = rows[0].metric_name if rows else "miou"
+    table.add_column("mIoU" if metric == "miou" else "accuracy", justify="right")
+    for r in rows:
+        table.add_row(str(r.cycle), str(r.labeled), f"{100 * r.fraction:.1f}", f"{100 * r.metric:.2f}")
+    return table
+
+
+# ---------------------------------------------------------------------- commands
+
+def cmd_acquire(args: argparse.Namespace) -> int:
+    from segal.config import load_recipe
+    from segal.loop import ActiveLoop
+    from segal.runs import start_run
+
+    overrides = {
+        "data.root": args.data_root, "output_dir": args.output_dir, "seed": args.seed, "device": args.device,
+        "active.cycles": args.cycles, "active.strategy": args.strategy, "active.oracle": args.oracle,
+        "train.epochs": args.epochs, "train.steps": args.steps, "data.image_size": args.image_size,
+    }
+    recipe = load_recipe(args.recipe, overrides)
+    run = start_run(recipe, args.recipe)
+    progress = RichProgress(console, quiet=args.quiet)
+    try:
+        loop = ActiveLoop(run, progress)
+        rows = loop.run_loop()
+    finally:
+        progress.close()
+    title = f"{recipe.name}: {recipe.active.strategy} on {recipe.data.dataset} ({run.dir})"
+    out.print(results_table(title, rows))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from segal.evaluate import evaluate_run
+
+    progress = RichProgress(console)
+    try:
+        rows = evaluate_run(Path(args.run_dir), progress=progress, split=args.split, predictions=args.predictions)
+    finally:
+        progress.close()
+    out.print(results_table(f"re-evaluated {args.run_dir}", rows))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from segal.human import export_pending
+
+    main = export_pending(Path(args.run_dir), args.format, Path(args.out))
+    out.print(f"exported to {main}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from segal.human import import_labels
+
+    count = import_labels(Path(args.run_dir), Path(args.path))
+    out.print(f"imported {count} masks; run `segal acquire` with the same recipe to continue")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from segal.report import report
+
+    report([Path(p) for p in args.run_dirs], Path(args.out) if args.out else None, console=out)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from segal.data import DATASETS
+    from segal.models import MODELS
+    from segal.strategies import STRATEGIES
+
+    registry = {"strategies": STRATEGIES, "datasets": DATASETS, "models": MODELS}[args.command]
+    for name in registry.names():
+        out.print(name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segal", description="Active learning for semantic segmentation: VAAL and baselines.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("acquire", help="run (or resume) the active-learning loop of a recipe")
+    p.add_argument("recipe", help="recipe YAML, e.g. recipes/demo.yaml")
+    p.add_argument("--data-root", help="dataset root (overrides data.root)")
+    p.add_argument("--output-dir", help="run directory (default runs/<name>)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--cycles", type=int, help="number of acquisitions (overrides active.final)")
+    p.add_argument("--strategy", help="acquisition strategy (see `segal strategies`)")
+    p.add_argument("--oracle", choices=["simulated", "human"])
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--steps", type=int, help="optimiser steps per cycle instead of epochs")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"))
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_acquire)
+
+    p = sub.add_parser("evaluate", help="re-evaluate every cycle's checkpoint of a run")
+    p.add_argument("run_dir")
+    p.add_argument("--split", help="split to evaluate (default: the recipe's test split)")
+    p.add_argument("--predictions", help="also write predicted masks here in the dataset's own label encoding")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="export the pending images with predicted masks for an annotation tool")
+    p.add_argument("run_dir")
+    p.add_argument("--format", required=True, choices=["cvat-mask", "cvat-xml", "label-studio", "coco", "png"])
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="import annotated masks for the pending images")
+    p.add_argument("run_dir")
+    p.add_argument("path")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("report", help="curves and tables from run directories")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--out", help="output folder (default: the common parent of the runs)")
+    p.set_defaults(func=cmd_report)
+
+    for name in ("strategies", "datasets", "models"):
+        sub.add_parser(name, help=f"list registered {name}").set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        console.print("interrupted — re-run the same command to resume from the last finished step")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

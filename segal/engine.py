@@ -1,0 +1,222 @@
+"""Training and evaluation of the task network.
+
+Training checkpoints at epoch boundaries (model, optimiser, step) and reseeds every epoch from
+(seed, epoch), so a run killed mid-training resumes to exactly the weights an uninterrupted run
+would have produced.  Checkpoints hold tensors only and are loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segal.config import TrainConfig
+from segal.data.base import Dataset
+from segal.data.loaders import make_loader
+from segal.device import autocast, grad_scaler
+from segal.errors import UserError
+from segal.metrics import ConfusionMatrix
+from segal.pool import atomic_write_bytes
+from segal.strategies.base import Progress
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_loss: float
+    seconds: float
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """Multiplier of the base learning rate at ``step`` of ``total``."""
+    progress = min(step / max(total, 1), 1.0)
+    if schedule == "poly":
+        return (1.0 - progress) ** 0.9
+    if schedule == "step":  # ÷10 at 50% and 75%, as in common segmentation/classification recipes
+        return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def task_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), target, ignore_index=ignore_index)
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 — corrupt or foreign files are the same user-facing problem
+        raise UserError(f"cannot read checkpoint ({type(exc).__name__})", path=path,
+                        fix="delete it to recompute this step") from None
+
+
+def load_model_state(model: nn.Module, state: dict, path: Path) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise UserError(f"checkpoint does not fit this model ({first})", path=path,
+                        fix="it was saved for another model or class count: delete it or fix the recipe") from None
+
+
+def train(
+    model: nn.Module,
+    dataset: Dataset,
+    indices: Sequence[int],
+    cfg: TrainConfig,
+    *,
+    image_size: Sequence[int] | None,
+    device: torch.device,
+    seed: int,
+    amp: bool = False,
+    checkpoint: Path | None = None,
+    progress: Progress | None = None,
+    description: str = "training",
+) -> TrainResult:
+    """Train ``model`` on ``indices`` of ``dataset``; resumable from ``checkpoint`` (epoch granularity)."""
+    progress = progress or Progress()
+    indices = np.asarray(indices, dtype=np.int64)
+    batches_per_epoch = max(1, len(indices) // cfg.batch_size) if len(indices) > cfg.batch_size else 1
+    total_steps = cfg.steps or cfg.epochs * batches_per_epoch
+    epochs = math.ceil(total_steps / batches_per_epoch)
+    model.to(device)
+    optimizer = make_optimizer(model, cfg)
+    scaler = grad_scaler(device, amp)
+    step, start_epoch, last_loss = 0, 0, float("nan")
+    if checkpoint is not None and checkpoint.exists():
+        saved = load_checkpoint(checkpoint)
+        load_model_state(model, saved["model"], checkpoint)
+        optimizer.load_state_dict(saved["optimizer"])
+        step, start_epoch, last_loss = int(saved["step"]), int(saved["epoch"]), float(saved["loss"])
+    ignore = dataset.classes.ignore_index
+    started = time.perf_counter()
+    bar = progress.track(range(start_epoch, epochs), total=epochs - start_epoch, description=description)
+    for epoch in bar:
+        torch.manual_seed(seed * 1000003 + epoch)
+        loader = make_loader(
+            dataset, indices, size=image_size, batch_size=cfg.batch_size, train=True, augment=cfg.augment,
+            with_targets=True, seed=seed * 1000003 + epoch, num_workers=cfg.num_workers, drop_last=True,
+        )
+        model.train()
+        running = []
+        for images, targets, _ in loader:
+            if step >= total_steps:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * lr_factor(cfg.schedule, step, total_steps)
+            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            with autocast(device, amp):
+                logits = model(images)
+            loss = task_loss(logits, targets, ignore)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            running.append(loss.item())
+            step += 1
+        if running:
+            last_loss = float(np.mean(running))
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                         "step": step, "epoch": epoch + 1, "loss": last_loss})
+        progress.log("train_epoch", epoch=epoch, step=step, loss=last_loss)
+        if step >= total_steps:
+            break
+    return TrainResult(steps=step, final_loss=last_loss, seconds=time.perf_counter() - started)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    indices: Sequence[int] | None = None,
+    *,
+    image_size: Sequence[int] | None,
+    device: torch.device,
+    batch_size: int = 16,
+    amp: bool = False,
+    num_workers: int = 0,
+    progress: Progress | None = None,
+) -> dict:
+    """mIoU and per-class IoU (segmentation) or top-1/top-5 accuracy (classification) over a split."""
+    progress = progress or Progress()
+    indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
+    if len(indices) == 0:
+        raise UserError("the evaluation split is empty", fix="check data.test_split and the data root")
+    loader = make_loader(dataset, indices, size=image_size, batch_size=batch_size, train=False,
+                         with_targets=True, num_workers=num_workers)
+    num_classes = len(dataset.classes)
+    cm = ConfusionMatrix(num_classes, dataset.classes.ignore_index)
+    top5, seen = 0, 0
+    model.to(device).eval()
+    for images, targets, _ in progress.track(loader, total=len(loader), description="evaluating"):
+        images = images.to(device, non_blocking=True)
+        with autocast(device, amp):
+            logits = model(images)
+        logits = logits.float()
+        if logits.shape[-2:] != targets.shape[-2:] and logits.ndim == 4:
+            logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
+        cm.update(targets, logits.argmax(1).cpu())
+        if logits.ndim == 2:
+            k = min(5, logits.shape[1])
+            top5 += (logits.topk(k, dim=1).indices.cpu() == targets[:, None]).any(1).sum().item()
+            seen += len(targets)
+    summary = cm.summary(list(dataset.classes.names))
+    if dataset.task == "classification":
+        return {"accuracy": summary["pixel_accuracy"], "top5": top5 / max(seen, 1),
+                "per_class_accuracy": _per_class_recall(cm, dataset.classes.names)}
+    return summary
+
+
+def _per_class_recall(cm: ConfusionMatrix, names: Sequence[str]) -> dict:
+    m = cm.matrix.double().numpy()
+    support = m.sum(1)
+    return {n: (float(m[i, i] / support[i]) if support[i] else None) for i, n in enumerate(names)}
+
+
+@torch.no_grad()
+def predict_masks(
+    model: nn.Module,
+    dataset: Dataset,
+    indices: Sequence[int],
+    *,
+    image_size: Sequence[int] | None,
+    device: torch.device,
+    batch_size: int = 8,
+    amp: bool = False,
+):
+    """Yield ``(pool index, uint8 train-id mask at the image's own size)`` for export."""
+    model.to(device).eval()
+    loader = make_loader(dataset, indices, size=image_size, batch_size=batch_size, train=False, with_targets=False)
+    for images, idx in loader:
+        with autocast(device, amp):
+            logits = model(images.to(device)).float()
+        for logit, index in zip(logits, idx.tolist(), strict=True):
+            h, w = dataset.load_image(index).shape[:2]
+            up = F.interpolate(logit[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+            yield index, up.argmax(0).to(torch.uint8).cpu().numpy()

@@ -1,0 +1,52 @@
+"""Confusion-matrix metrics: mIoU and per-class IoU for segmentation, accuracy for classification.
+
+The matrix is accumulated over the whole split (not averaged per image), which is what the
+Cityscapes evaluator and every segmentation paper report.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class ConfusionMatrix:
+    """Rows are ground truth, columns are predictions; ``ignore_index`` pixels are skipped."""
+
+    def __init__(self, num_classes: int, ignore_index: int = 255):
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+
+    def update(self, target: torch.Tensor, prediction: torch.Tensor) -> None:
+        target = target.reshape(-1).to(torch.int64)
+        prediction = prediction.reshape(-1).to(torch.int64)
+        keep = (target != self.ignore_index) & (target >= 0) & (target < self.num_classes)
+        n = self.num_classes
+        counts = torch.bincount(n * target[keep] + prediction[keep], minlength=n * n)
+        self.matrix += counts.reshape(n, n).cpu()
+
+    def iou(self) -> np.ndarray:
+        """Per-class IoU; NaN for classes absent from both ground truth and predictions."""
+        m = self.matrix.double().numpy()
+        tp = np.diag(m)
+        union = m.sum(0) + m.sum(1) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(union > 0, tp / union, np.nan)
+
+    def miou(self) -> float:
+        iou = self.iou()
+        return float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0
+
+    def accuracy(self) -> float:
+        m = self.matrix.double()
+        total = m.sum().item()
+        return float(m.diag().sum().item() / total) if total else 0.0
+
+    def summary(self, class_names: list[str] | tuple[str, ...]) -> dict:
+        iou = self.iou()
+        return {
+            "miou": self.miou(),
+            "pixel_accuracy": self.accuracy(),
+            "per_class_iou": {name: (None if np.isnan(v) else float(v)) for name, v in zip(class_names, iou, strict=True)},
+        }

@@ -1,0 +1,87 @@
+"""DeepLabV3+ (and friends) from segmentation-models-pytorch.
+
+Weights are resolved in an explicit step: ``None`` (random init), a local file (weights only,
+never unpickled objects), or ``"imagenet"``, which downloads the encoder weights and fails with a
+clear message when offline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from segal.errors import UserError
+from segal.models.base import MODELS
+
+
+class SmpSegmenter(nn.Module):
+    """An smp model with an ``embed`` for distance-based strategies and a dropout hook for MC dropout."""
+
+    def __init__(self, net: nn.Module, dropout: float = 0.0):
+        super().__init__()
+        self.net = net
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.net.encoder(x)
+        decoded = self.net.decoder(features) if _decoder_takes_list(self.net) else self.net.decoder(*features)
+        return self.net.segmentation_head(self.dropout(decoded))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.encoder(x)[-1].mean(dim=(2, 3))
+
+
+def _decoder_takes_list(net: nn.Module) -> bool:
+    import inspect
+
+    params = list(inspect.signature(net.decoder.forward).parameters.values())
+    return len(params) == 1 and params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and params[0].name == "features"
+
+
+def _build_smp(arch: str, num_classes: int, encoder: str, weights: str | None, dropout: float = 0.0, **options) -> nn.Module:
+    import segmentation_models_pytorch as smp
+
+    encoder_weights = "imagenet" if weights == "imagenet" else None
+    try:
+        net = smp.create_model(arch, encoder_name=encoder, encoder_weights=encoder_weights, classes=num_classes, **options)
+    except (OSError, ConnectionError, RuntimeError) as exc:
+        if encoder_weights:
+            raise UserError(
+                f"could not download ImageNet weights for encoder {encoder!r} ({type(exc).__name__})",
+                fix="connect to the network, or set model.weights to null or to a local weights file",
+            ) from None
+        raise
+    except KeyError as exc:
+        raise UserError(f"unknown smp encoder {encoder!r}: {exc}", fix="see segmentation_models_pytorch encoders") from None
+    model = SmpSegmenter(net, dropout=dropout)
+    if weights not in (None, "imagenet"):
+        load_weights(model, Path(weights))
+    return model
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load a state dict (weights only) from ``path`` into ``model``; mismatches are user errors."""
+    if not path.is_file():
+        raise UserError("weights file not found", path=path, fix="check model.weights")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 — any unpickling failure is the same user-facing problem
+        raise UserError(f"cannot load weights ({type(exc).__name__})", path=path, fix="pass a state_dict saved with torch.save") from None
+    state = state.get("model", state) if isinstance(state, dict) else state
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise UserError(f"weights do not fit this model: {first}", path=path, fix="use weights saved from the same model and classes") from None
+
+
+@MODELS.register("deeplabv3plus")
+def deeplabv3plus(num_classes: int, encoder: str = "resnet18", weights: str | None = None, **options) -> nn.Module:
+    return _build_smp("deeplabv3plus", num_classes, encoder, weights, **options)
+
+
+@MODELS.register("unet")
+def unet(num_classes: int, encoder: str = "resnet18", weights: str | None = None, **options) -> nn.Module:
+    return _build_smp("unet", num_classes, encoder, weights, **options)

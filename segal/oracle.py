@@ -1,0 +1,88 @@
+"""What the annotator says: the dataset's own labels, imported human masks, or a noisy oracle.
+
+The task network always trains through an :class:`OracleView` so that imported masks replace the
+dataset's (human oracle) and corrupted labels stay corrupted for the rest of the run (noisy-oracle
+study).  Corruption is a pure function of (seed, image id), so a resumed run sees the same noise.
+
+Noise rules (documented in docs/protocol.md):
+- classification: the label is replaced by a different class drawn uniformly;
+- segmentation: the image's classes are relabelled by a random derangement (every class present
+  becomes another class), i.e. an annotator who labels every region with a wrong class.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from segal.data.base import Dataset, read_label_png
+from segal.errors import UserError
+
+
+def _rng(seed: int, image_id: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(image_id.encode())])
+
+
+def corrupt_label(target: np.ndarray | int, num_classes: int, seed: int, image_id: str, ignore_index: int = 255):
+    rng = _rng(seed, image_id)
+    if not isinstance(target, np.ndarray):
+        other = int(rng.integers(num_classes - 1))
+        return other if other < int(target) else other + 1
+    perm = np.arange(256)
+    classes = np.arange(num_classes)
+    while True:  # a derangement: no class keeps its label
+        shuffled = rng.permutation(classes)
+        if num_classes < 2 or not (shuffled == classes).any():
+            break
+    perm[:num_classes] = shuffled
+    perm[ignore_index] = ignore_index
+    return perm[target].astype(np.uint8)
+
+
+class OracleView(Dataset):
+    """The pool as the task network sees it: same images, the oracle's labels."""
+
+    def __init__(self, pool: Dataset, overrides: dict[str, Path] | None = None, noisy: set[int] | None = None,
+                 noise_seed: int = 0):
+        self.pool = pool
+        self.classes = pool.classes
+        self.task = pool.task
+        self.overrides = overrides or {}
+        self.noisy = noisy or set()
+        self.noise_seed = noise_seed
+
+    def __len__(self) -> int:
+        return len(self.pool)
+
+    def image_id(self, index: int) -> str:
+        return self.pool.image_id(index)
+
+    def image_path(self, index: int):
+        return self.pool.image_path(index)
+
+    def load_image(self, index: int) -> np.ndarray:
+        return self.pool.load_image(index)
+
+    def load_target(self, index: int):
+        image_id = self.pool.image_id(index)
+        path = self.overrides.get(image_id)
+        if path is not None:
+            target = read_label_png(path)
+            bad = (target >= len(self.classes)) & (target != self.classes.ignore_index)
+            if bad.any():
+                raise UserError("imported mask holds unknown class ids", path=path, fix="re-import the labels")
+        else:
+            target = self.pool.load_target(index)
+        if index in self.noisy:
+            target = corrupt_label(target, len(self.classes), self.noise_seed, image_id, self.classes.ignore_index)
+        return target
+
+    def __getitem__(self, index: int):
+        image = self.load_image(index)
+        target = self.load_target(index)
+        if isinstance(target, np.ndarray) and target.shape != image.shape[:2]:
+            raise UserError(f"label of {self.image_id(index)} is {target.shape[::-1]} but the image is "
+                            f"{image.shape[1::-1]}", fix="labels must have the size of their image")
+        return image, target, self.image_id(index)

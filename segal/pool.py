@@ -1,0 +1,195 @@
+"""The labeled/unlabeled pool: the single source of truth for what is labeled.
+
+State lives in ``state.json`` in the run directory and is always replaced atomically (temp file,
+fsync, rename), so a crash at any moment leaves either the old or the new state, never a torn one.
+Labeled pool indices are stored per cycle (the cycle in which they were labeled), so the file stays
+readable, and a hand edit that makes it inconsistent is caught on load rather than trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segal.errors import UserError
+
+STATE_VERSION = 1
+STAGES = ("train", "evaluate", "acquire", "label", "await_labels", "done")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a partial one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, default=_json_default) + "\n").encode())
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def fingerprint(ids: list[str]) -> str:
+    """A short hash of the pool's ids in order: detects a dataset that changed under a run."""
+    h = hashlib.sha1()
+    for i in ids:
+        h.update(i.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class PoolState:
+    """Which pool indices are labeled (by cycle), which are pending annotation, and where the loop is."""
+
+    size: int
+    budgets: list[int]
+    seed: int
+    pool_fingerprint: str
+    labeled: dict[int, list[int]] = field(default_factory=dict)  # cycle -> pool indices labeled then
+    pending: list[int] = field(default_factory=list)  # chosen, waiting for human labels
+    cycle: int = 0
+    stage: str = "train"
+
+    # ------------------------------------------------------------------ views
+    def labeled_indices(self) -> np.ndarray:
+        parts = [np.asarray(v, dtype=np.int64) for v in self.labeled.values()]
+        return np.sort(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
+
+    def unlabeled_indices(self) -> np.ndarray:
+        mask = np.ones(self.size, dtype=bool)
+        mask[self.labeled_indices()] = False
+        mask[np.asarray(self.pending, dtype=np.int64)] = False
+        return np.flatnonzero(mask)
+
+    @property
+    def num_labeled(self) -> int:
+        return sum(len(v) for v in self.labeled.values())
+
+    @property
+    def last_cycle(self) -> int:
+        return len(self.budgets) - 1
+
+    # ------------------------------------------------------------------ transitions
+    def add_labeled(self, indices: np.ndarray | list[int], cycle: int) -> None:
+        new = [int(i) for i in indices]
+        taken = set(self.labeled_indices().tolist())
+        clash = [i for i in new if i in taken]
+        if clash:
+            raise ValueError(f"pool indices already labeled: {clash[:5]}")
+        if len(set(new)) != len(new):
+            raise ValueError("duplicate indices in one labeling step")
+        self.labeled.setdefault(cycle, []).extend(new)
+        pending = set(new)
+        self.pending = [i for i in self.pending if i not in pending]
+
+    def add_pending(self, indices: np.ndarray | list[int]) -> None:
+        new = [int(i) for i in indices]
+        unl = set(self.unlabeled_indices().tolist())
+        bad = [i for i in new if i not in unl]
+        if bad:
+            raise ValueError(f"pool indices are not unlabeled: {bad[:5]}")
+        self.pending.extend(new)
+
+    # ------------------------------------------------------------------ persistence
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "size": self.size,
+            "budgets": self.budgets,
+            "seed": self.seed,
+            "pool_fingerprint": self.pool_fingerprint,
+            "cycle": self.cycle,
+            "stage": self.stage,
+            "num_labeled": self.num_labeled,
+            "pending": self.pending,
+            "labeled": {str(k): v for k, v in sorted(self.labeled.items())},
+        }
+
+    def save(self, path: Path) -> None:
+        self.check(path)
+        atomic_write_bytes(path, (json.dumps(self.to_json(), separators=(",", ":")) + "\n").encode())
+
+    @classmethod
+    def load(cls, path: Path) -> PoolState:
+        try:
+            raw = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise UserError("state file not found", path=path, fix="start the run with `segal acquire RECIPE`") from None
+        except json.JSONDecodeError as exc:
+            raise UserError(f"state file is not valid JSON ({exc.msg} at line {exc.lineno})", path=path,
+                            fix="restore it from a backup; segal never writes a partial state") from None
+        try:
+            if raw.get("version") != STATE_VERSION:
+                raise ValueError(f"unsupported version {raw.get('version')!r}")
+            state = cls(
+                size=int(raw["size"]),
+                budgets=[int(b) for b in raw["budgets"]],
+                seed=int(raw["seed"]),
+                pool_fingerprint=str(raw["pool_fingerprint"]),
+                labeled={int(k): [int(i) for i in v] for k, v in raw["labeled"].items()},
+                pending=[int(i) for i in raw.get("pending", [])],
+                cycle=int(raw["cycle"]),
+                stage=str(raw["stage"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise UserError(f"state file is malformed ({exc})", path=path, fix="restore it from a backup") from None
+        state.check(path)
+        return state
+
+    def check(self, path: Path | str = "state.json") -> None:
+        """Reject states no sequence of segal operations can produce."""
+
+        def bad(why: str) -> UserError:
+            return UserError(f"inconsistent state: {why}", path=path, fix="restore the file; do not edit state.json by hand")
+
+        if self.stage not in STAGES:
+            raise bad(f"unknown stage {self.stage!r}")
+        if not 0 <= self.cycle < len(self.budgets):
+            raise bad(f"cycle {self.cycle} outside the {len(self.budgets)} planned budgets")
+        labeled = self.labeled_indices()
+        if len(labeled) and (labeled[0] < 0 or labeled[-1] >= self.size):
+            raise bad("a labeled index is outside the pool")
+        if len(np.unique(labeled)) != len(labeled):
+            raise bad("an image is labeled twice")
+        if set(self.pending) & set(labeled.tolist()):
+            raise bad("an image is both pending and labeled")
+        if any(i < 0 or i >= self.size for i in self.pending) or len(set(self.pending)) != len(self.pending):
+            raise bad("pending indices are out of range or duplicated")
+        if any(k > self.cycle for k in self.labeled):
+            raise bad("images labeled in a future cycle")
+        if self.stage in ("train", "evaluate", "acquire") and len(labeled) != self.budgets[self.cycle]:
+            raise bad(f"{len(labeled)} labeled images but cycle {self.cycle} expects {self.budgets[self.cycle]}")

@@ -1,0 +1,199 @@
+"""A run directory: its recipe, pool state, datasets and per-cycle files.
+
+Layout::
+
+    runs/<name>/
+      recipe.yaml              the recipe as resolved (defaults filled in)
+      state.json               the pool: labeled ids by cycle, pending ids, cycle and stage reached
+      log.jsonl                one event per line
+      labels/<id>.png          masks imported from annotators (train ids), used instead of the dataset's
+      cycles/<k>/task.pt       the task network trained at budget k (weights only)
+      cycles/<k>/metrics.json  mIoU / accuracy, per-class scores, labeled count and %, timings
+      cycles/<k>/queries.json  the ids chosen after cycle k, their scores and the strategy's diagnostics
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from segal.config import Recipe, from_dict, plan_budgets, to_dict, validate
+from segal.data import DATASETS
+from segal.data.base import Dataset, read_label_png
+from segal.device import amp_enabled, resolve_device
+from segal.errors import UserError
+from segal.models import MODELS
+from segal.pool import PoolState, atomic_write_bytes, atomic_write_json, fingerprint
+
+# Keys that define an experiment: a resumed run must agree with its recipe on these.
+IDENTITY_KEYS = ("task", "seed", "data.dataset", "data.train_split", "data.image_size", "model.name",
+                 "model.encoder", "active.initial", "active.budget", "active.strategy")
+
+
+def _get(d: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d.get(part, {}) if isinstance(d, dict) else {}
+    return d
+
+
+@dataclass
+class Run:
+    """Everything the loop and the ``export``/``import``/``evaluate`` commands share about one run."""
+
+    dir: Path
+    recipe: Recipe
+    _pool: Dataset | None = field(default=None, repr=False)
+    _test: Dataset | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ files
+    @property
+    def state_path(self) -> Path:
+        return self.dir / "state.json"
+
+    @property
+    def labels_dir(self) -> Path:
+        return self.dir / "labels"
+
+    def cycle_dir(self, cycle: int) -> Path:
+        return self.dir / "cycles" / str(cycle)
+
+    def log(self, event: str, **fields: Any) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        record = {"time": round(time.time(), 3), "event": event, **fields}
+        with open(self.dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(record, default=str) + "\n")
+
+    # ------------------------------------------------------------------ data and models
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.recipe.device)
+
+    @property
+    def amp(self) -> bool:
+        return amp_enabled(self.recipe.train.amp, self.device)
+
+    def _build_dataset(self, split: str) -> Dataset:
+        d = self.recipe.data
+        if d.root is not None and not Path(d.root).expanduser().exists():
+            raise UserError("data root not found", path=d.root, fix="pass --data-root PATH or set data.root in the recipe")
+        builder = DATASETS.get(d.dataset)
+        try:
+            return builder(d.root and str(Path(d.root).expanduser()), split, **d.options)
+        except TypeError as exc:
+            raise UserError(f"bad data.options for dataset {d.dataset!r}: {exc}", fix="see datasets/*.md") from None
+
+    @property
+    def pool(self) -> Dataset:
+        if self._pool is None:
+            self._pool = self._build_dataset(self.recipe.data.train_split)
+            if len(self._pool) == 0:
+                raise UserError(f"the {self.recipe.data.train_split!r} split is empty", path=self.recipe.data.root,
+                                fix="check data.root and data.train_split")
+        return self._pool
+
+    @property
+    def test(self) -> Dataset:
+        if self._test is None:
+            self._test = self._build_dataset(self.recipe.data.test_split)
+        return self._test
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.pool.classes)
+
+    def build_model(self, seed: int) -> nn.Module:
+        m = self.recipe.model
+        torch.manual_seed(seed)
+        return MODELS.get(m.name)(self.num_classes, encoder=m.encoder, weights=m.weights, **m.options)
+
+    def load_task_model(self, cycle: int) -> nn.Module:
+        from segal.engine import load_checkpoint, load_model_state
+
+        path = self.cycle_dir(cycle) / "task.pt"
+        if not path.exists():
+            raise UserError(f"no trained task network for cycle {cycle}", path=path,
+                            fix="run `segal acquire` until that cycle is trained (train.keep_checkpoints: true)")
+        model = self.build_model(0)
+        load_model_state(model, load_checkpoint(path), path)
+        return model
+
+    # ------------------------------------------------------------------ state
+    def new_state(self) -> PoolState:
+        pool = self.pool
+        budgets = plan_budgets(self.recipe.active, len(pool), str(self.dir / "recipe.yaml"))
+        return PoolState(size=len(pool), budgets=budgets, seed=self.recipe.seed, pool_fingerprint=fingerprint(pool.ids))
+
+    def load_state(self) -> PoolState:
+        state = PoolState.load(self.state_path)
+        pool = self.pool
+        if state.size != len(pool) or state.pool_fingerprint != fingerprint(pool.ids):
+            raise UserError(
+                f"the pool changed since this run started ({state.size} → {len(pool)} images or other ids)",
+                path=self.state_path, fix="restore the dataset, or start a new run with --output-dir",
+            )
+        return state
+
+    def save_state(self, state: PoolState) -> None:
+        state.save(self.state_path)
+
+    def override_masks(self) -> dict[str, Path]:
+        """Masks imported from annotators, by image id."""
+        if not self.labels_dir.is_dir():
+            return {}
+        return {p.stem: p for p in self.labels_dir.glob("*.png")}
+
+
+def write_recipe(run_dir: Path, recipe: Recipe) -> None:
+    atomic_write_bytes(run_dir / "recipe.yaml", yaml.safe_dump(to_dict(recipe), sort_keys=False).encode())
+
+
+def open_run(run_dir: Path | str) -> Run:
+    """Open an existing run directory (for export, import, evaluate, report)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "recipe.yaml"
+    if not path.is_file():
+        raise UserError("not a segal run directory (no recipe.yaml)", path=run_dir, fix="pass the output dir of `segal acquire`")
+    data = yaml.safe_load(path.read_text()) or {}
+    recipe = from_dict(Recipe, data, str(path))
+    validate(recipe, str(path))
+    return Run(run_dir, recipe)
+
+
+def start_run(recipe: Recipe, recipe_source: str) -> Run:
+    """Create the run directory, or reopen it after checking it holds the same experiment."""
+    run_dir = recipe.run_dir
+    stored = run_dir / "recipe.yaml"
+    if stored.exists():
+        old = yaml.safe_load(stored.read_text()) or {}
+        new = to_dict(recipe)
+        changed = [k for k in IDENTITY_KEYS if _get(old, k) != _get(new, k)]
+        if changed:
+            raise UserError(
+                f"{run_dir} holds a run of a different experiment ({', '.join(changed)} differ)",
+                path=recipe_source, fix="pass --output-dir NEW_DIR, or delete the old run",
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_recipe(run_dir, recipe)
+    return Run(run_dir, recipe)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"not valid JSON ({exc.msg})", path=path, fix="delete it to recompute this step") from None
+
+
+def load_override_mask(path: Path) -> np.ndarray:
+    return read_label_png(path)
+
+
+__all__ = ["Run", "atomic_write_json", "open_run", "read_json", "start_run", "write_recipe"]

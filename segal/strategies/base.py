@@ -1,0 +1,121 @@
+"""The acquisition-strategy contract.
+
+A strategy sees the pool through an :class:`AcquisitionContext` and returns a :class:`Selection`
+of exactly ``budget`` unlabeled pool indices.  Task-agnostic strategies (``random``, ``vaal``) set
+``needs_model = False`` and must not touch ``ctx.model``; the loop then skips nothing but also
+passes ``model=None`` when the user runs acquisition without a task network.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from segal.data.base import Dataset
+from segal.registry import Registry
+
+
+class Progress:
+    """Progress reporting without printing: the CLI plugs in rich bars, tests plug in nothing."""
+
+    def track(self, iterable, total: int | None = None, description: str = ""):
+        return iterable
+
+    def log(self, event: str, **fields: Any) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+
+@dataclass
+class AcquisitionContext:
+    """Everything a strategy may use to choose the next batch."""
+
+    pool: Dataset
+    labeled: np.ndarray  # pool indices, sorted
+    unlabeled: np.ndarray  # pool indices, sorted
+    budget: int
+    cycle: int
+    seed: int
+    device: torch.device
+    task: str  # "segmentation" | "classification"
+    num_classes: int
+    ignore_index: int
+    # eval_loader(indices, image_size_override=None, batch_size_override=None) -> DataLoader yielding
+    # (images, pool_indices): test-time transforms only (resize + ImageNet normalisation), deterministic
+    # order; image_size_override=[H, W] replaces the task size (e.g. VAAL's VAE input).
+    eval_loader: Callable[..., DataLoader]
+    # train_loader(indices, image_size_override=None, with_targets=False, batch_size_override=None, salt=0)
+    # -> shuffled, augmented loader yielding (images, pool_indices) or (images, targets, pool_indices);
+    # seeded by (seed, cycle, salt), drop_last when the subset exceeds one batch.
+    train_loader: Callable[..., DataLoader]
+    model: nn.Module | None = None
+    # build_model() -> a fresh, untrained task network (ensembles, QBC, suggestive annotation).
+    build_model: Callable[[], nn.Module] | None = None
+    # train_model(model, indices, seed) -> trained model (ensemble members), same recipe as the loop.
+    train_model: Callable[[nn.Module, np.ndarray, int], nn.Module] | None = None
+    workdir: Path | None = None  # the cycle directory, for caches and strategy checkpoints
+    progress: Progress = field(default_factory=Progress)
+    amp: bool = False
+
+    def generator(self, salt: int = 0) -> np.random.Generator:
+        """A numpy generator seeded by (seed, cycle, salt): the same on resume and on every rank."""
+        return np.random.default_rng([self.seed, self.cycle, salt])
+
+
+@dataclass
+class Selection:
+    """The chosen pool indices (most informative first), their scores and diagnostics."""
+
+    indices: np.ndarray
+    scores: np.ndarray | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+class Strategy(abc.ABC):
+    """Base class: subclasses declare their parameters as a dataclass in ``Params``."""
+
+    name: ClassVar[str]
+    needs_model: ClassVar[bool] = True
+
+    @dataclass
+    class Params:
+        pass
+
+    def __init__(self, params: Any = None):
+        self.params = params if params is not None else self.Params()
+
+    @abc.abstractmethod
+    def select(self, ctx: AcquisitionContext) -> Selection: ...
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+
+
+def register_strategy(name: str):
+    def decorator(cls: type[Strategy]) -> type[Strategy]:
+        cls.name = name
+        return STRATEGIES.register(name)(cls)
+
+    return decorator
+
+
+def top_k_lowest(scores: np.ndarray, indices: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` indices with the lowest score, ties broken by index (deterministic)."""
+    order = np.lexsort((indices, scores))
+    return indices[order[:k]]
+
+
+def top_k_highest(scores: np.ndarray, indices: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` indices with the highest score, ties broken by index (deterministic)."""
+    order = np.lexsort((indices, -scores))
+    return indices[order[:k]]

@@ -1,0 +1,80 @@
+"""Build an :class:`AcquisitionContext` from a dataset and a few settings.
+
+The loop uses this, and so can anyone who wants acquisition alone (e.g. VAAL on a folder of
+unlabeled images with no task network at all).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from segal.data.base import Dataset
+from segal.data.loaders import make_loader
+from segal.strategies.base import AcquisitionContext, Progress
+
+
+def build_context(
+    pool: Dataset,
+    labeled: Sequence[int],
+    budget: int,
+    *,
+    image_size: Sequence[int] | None,
+    num_classes: int,
+    cycle: int = 0,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    batch_size: int = 16,
+    num_workers: int = 0,
+    model: nn.Module | None = None,
+    build_model: Callable[[], nn.Module] | None = None,
+    train_model: Callable[[nn.Module, np.ndarray, int], nn.Module] | None = None,
+    unlabeled: Sequence[int] | None = None,
+    progress: Progress | None = None,
+    amp: bool = False,
+    workdir=None,
+) -> AcquisitionContext:
+    labeled_arr = np.sort(np.asarray(labeled, dtype=np.int64))
+    if unlabeled is None:
+        mask = np.ones(len(pool), dtype=bool)
+        mask[labeled_arr] = False
+        unlabeled_arr = np.flatnonzero(mask)
+    else:
+        unlabeled_arr = np.sort(np.asarray(unlabeled, dtype=np.int64))
+
+    def eval_loader(indices, image_size_override=None, batch_size_override=None):
+        return make_loader(
+            pool, indices, size=image_size_override or image_size, batch_size=batch_size_override or batch_size,
+            train=False, with_targets=False, num_workers=num_workers,
+        )
+
+    def train_loader(indices, image_size_override=None, with_targets=False, batch_size_override=None, salt=0):
+        return make_loader(
+            pool, indices, size=image_size_override or image_size, batch_size=batch_size_override or batch_size,
+            train=True, with_targets=with_targets, seed=int(np.random.default_rng([seed, cycle, salt]).integers(2**31)),
+            num_workers=num_workers, drop_last=True,
+        )
+
+    return AcquisitionContext(
+        pool=pool,
+        labeled=labeled_arr,
+        unlabeled=unlabeled_arr,
+        budget=budget,
+        cycle=cycle,
+        seed=seed,
+        device=torch.device(device),
+        task=pool.task,
+        num_classes=num_classes,
+        ignore_index=pool.classes.ignore_index,
+        eval_loader=eval_loader,
+        train_loader=train_loader,
+        model=model,
+        build_model=build_model,
+        train_model=train_model,
+        workdir=workdir,
+        progress=progress or Progress(),
+        amp=amp,
+    )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from segal.config import from_dict
 from segal.data.base import Dataset
 from segal.engine import evaluate, load_checkpoint, load_model_state, save_checkpoint, train
 from segal.errors import UserError
@@ -35,12 +36,11 @@ class CycleResult:
     metric: float
 
 
-def make_strategy(run: Run) -> Strategy:
-    from segal.config import from_dict
-
-    a = run.recipe.active
+def make_strategy(recipe, source: str) -> Strategy:
+    """The recipe's strategy with its parameters checked against the strategy's ``Params``."""
+    a = recipe.active
     cls = STRATEGIES.get(a.strategy)
-    params = from_dict(cls.Params, a.strategy_params, str(run.dir / "recipe.yaml"), prefix="active.strategy_params.")
+    params = from_dict(cls.Params, a.strategy_params, source, prefix="active.strategy_params.")
     return cls(params)
 
 
@@ -91,7 +91,7 @@ class ActiveLoop:
         self.run = run
         self.progress = progress or Progress()
         self.max_cycles = max_cycles
-        self.strategy = make_strategy(run)
+        self.strategy = make_strategy(run.recipe, str(run.dir / "recipe.yaml"))
 
     # ------------------------------------------------------------------ helpers
     def oracle_view(self, state: PoolState) -> OracleView:

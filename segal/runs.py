@@ -169,6 +169,11 @@ def open_run(run_dir: Path | str) -> Run:
 
 def start_run(recipe: Recipe, recipe_source: str) -> Run:
     """Create the run directory, or reopen it after checking it holds the same experiment."""
+    from segal.loop import make_strategy
+
+    DATASETS.get(recipe.data.dataset)  # fail on unknown names before anything is written
+    MODELS.get(recipe.model.name)
+    make_strategy(recipe, recipe_source)
     run_dir = recipe.run_dir
     stored = run_dir / "recipe.yaml"
     if stored.exists():

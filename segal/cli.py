@@ -103,6 +103,8 @@ def results_table(title: str, rows) -> Table:
 
 def cmd_acquire(args: argparse.Namespace) -> int:
     from segal.config import load_recipe
+    from segal.device import resolve_device
+    from segal.distributed import init_from_env, is_main
     from segal.loop import ActiveLoop
     from segal.runs import start_run
 
@@ -112,15 +114,21 @@ def cmd_acquire(args: argparse.Namespace) -> int:
         "train.epochs": args.epochs, "train.steps": args.steps, "data.image_size": args.image_size,
     }
     recipe = load_recipe(args.recipe, overrides)
+    distributed = init_from_env(resolve_device(recipe.device))  # under torchrun: join the group
     run = start_run(recipe, args.recipe)
-    progress = RichProgress(console, quiet=args.quiet)
+    progress = RichProgress(console, quiet=args.quiet or not is_main())
     try:
         loop = ActiveLoop(run, progress)
         rows = loop.run_loop()
     finally:
         progress.close()
-    title = f"{recipe.name}: {recipe.active.strategy} on {recipe.data.dataset} ({run.dir})"
-    out.print(results_table(title, rows))
+    if is_main():
+        title = f"{recipe.name}: {recipe.active.strategy} on {recipe.data.dataset} ({run.dir})"
+        out.print(results_table(title, rows))
+    if distributed:
+        import torch.distributed
+
+        torch.distributed.destroy_process_group()
     return 0
 
 

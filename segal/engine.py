@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segal import distributed as dist
 from segal.config import TrainConfig
 from segal.data.base import Dataset
 from segal.data.loaders import make_loader
@@ -101,10 +102,17 @@ def train(
     """Train ``model`` on ``indices`` of ``dataset``; resumable from ``checkpoint`` (epoch granularity)."""
     progress = progress or Progress()
     indices = np.asarray(indices, dtype=np.int64)
-    batches_per_epoch = max(1, len(indices) // cfg.batch_size) if len(indices) > cfg.batch_size else 1
+    world = dist.world()
+    per_rank = len(indices) // world if world > 1 else len(indices)
+    batches_per_epoch = max(1, per_rank // cfg.batch_size) if per_rank > cfg.batch_size else 1
     total_steps = cfg.steps or cfg.epochs * batches_per_epoch
     epochs = math.ceil(total_steps / batches_per_epoch)
     model.to(device)
+    net = model
+    if world > 1:  # DistributedDataParallel: each rank trains on its shard of a shared permutation
+        if device.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = make_optimizer(model, cfg)
     scaler = grad_scaler(device, amp)
     step, start_epoch, last_loss = 0, 0, float("nan")
@@ -118,11 +126,15 @@ def train(
     bar = progress.track(range(start_epoch, epochs), total=epochs - start_epoch, description=description)
     for epoch in bar:
         torch.manual_seed(seed * 1000003 + epoch)
+        epoch_indices = indices
+        if world > 1:
+            perm = np.random.default_rng([seed, epoch]).permutation(indices)
+            epoch_indices = perm[dist.rank() : per_rank * world : world]
         loader = make_loader(
-            dataset, indices, size=image_size, batch_size=cfg.batch_size, train=True, augment=cfg.augment,
+            dataset, epoch_indices, size=image_size, batch_size=cfg.batch_size, train=True, augment=cfg.augment,
             with_targets=True, seed=seed * 1000003 + epoch, num_workers=cfg.num_workers, drop_last=True,
         )
-        model.train()
+        net.train()
         running = []
         for images, targets, _ in loader:
             if step >= total_steps:
@@ -131,7 +143,7 @@ def train(
                 group["lr"] = cfg.lr * lr_factor(cfg.schedule, step, total_steps)
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             with autocast(device, amp):
-                logits = model(images)
+                logits = net(images)
             loss = task_loss(logits, targets, ignore)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -168,6 +180,7 @@ def evaluate(
     indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
     if len(indices) == 0:
         raise UserError("the evaluation split is empty", fix="check data.test_split and the data root")
+    indices = dist.shard(indices)  # each rank evaluates its share; the matrices are summed below
     loader = make_loader(dataset, indices, size=image_size, batch_size=batch_size, train=False,
                          with_targets=True, num_workers=num_workers)
     num_classes = len(dataset.classes)
@@ -186,6 +199,8 @@ def evaluate(
             k = min(5, logits.shape[1])
             top5 += (logits.topk(k, dim=1).indices.cpu() == targets[:, None]).any(1).sum().item()
             seen += len(targets)
+    cm.matrix = dist.all_reduce_sum(cm.matrix)
+    top5, seen = (int(v) for v in dist.all_reduce_sum(torch.tensor([top5, seen])).tolist())
     summary = cm.summary(list(dataset.classes.names))
     if dataset.task == "classification":
         return {"accuracy": summary["pixel_accuracy"], "top5": top5 / max(seen, 1),

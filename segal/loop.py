@@ -15,6 +15,7 @@ import torch
 
 from segal.config import from_dict
 from segal.data.base import Dataset
+from segal.distributed import barrier
 from segal.engine import evaluate, load_checkpoint, load_model_state, save_checkpoint, train
 from segal.errors import UserError
 from segal.oracle import OracleView
@@ -175,6 +176,10 @@ class ActiveLoop:
 
     def step(self, state: PoolState) -> None:
         """Advance one stage; every stage saves its output before the state moves on."""
+        self._step(state)
+        barrier()  # rank 0 has written the step's files before any rank reads them
+
+    def _step(self, state: PoolState) -> None:
         run, cycle = self.run, state.cycle
         cdir = run.cycle_dir(cycle)
         cdir.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,14 @@ STAGES = ("train", "evaluate", "acquire", "label", "await_labels", "done")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a partial one."""
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a partial one.
+
+    In a distributed run only rank 0 writes; the other ranks hold the same state in memory.
+    """
+    from segal.distributed import is_main
+
+    if not is_main():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

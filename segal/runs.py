@@ -29,6 +29,7 @@ from segal.config import Recipe, from_dict, plan_budgets, to_dict, validate
 from segal.data import DATASETS
 from segal.data.base import Dataset, read_label_png
 from segal.device import amp_enabled, resolve_device
+from segal.distributed import is_main, local_device
 from segal.errors import UserError
 from segal.models import MODELS
 from segal.pool import PoolState, atomic_write_bytes, atomic_write_json, fingerprint
@@ -66,6 +67,8 @@ class Run:
         return self.dir / "cycles" / str(cycle)
 
     def log(self, event: str, **fields: Any) -> None:
+        if not is_main():
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         record = {"time": round(time.time(), 3), "event": event, **fields}
         with open(self.dir / "log.jsonl", "a") as f:
@@ -74,7 +77,7 @@ class Run:
     # ------------------------------------------------------------------ data and models
     @property
     def device(self) -> torch.device:
-        return resolve_device(self.recipe.device)
+        return local_device(resolve_device(self.recipe.device))
 
     @property
     def amp(self) -> bool:
@@ -185,7 +188,8 @@ def start_run(recipe: Recipe, recipe_source: str) -> Run:
                 f"{run_dir} holds a run of a different experiment ({', '.join(changed)} differ)",
                 path=recipe_source, fix="pass --output-dir NEW_DIR, or delete the old run",
             )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
     write_recipe(run_dir, recipe)
     return Run(run_dir, recipe)
 

@@ -1,0 +1,90 @@
+"""torch.distributed helpers for runs started with ``torchrun``.
+
+segal does not spawn processes: ``torchrun --nproc_per_node N segal acquire RECIPE`` sets
+``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and this module joins the group (NCCL on GPUs, gloo on
+CPU).  Every rank runs the same deterministic loop; only rank 0 writes files, and every rank
+agrees on the selected ids because scores are gathered and reduced with an index tie-break.
+Pool scoring shards indices explicitly (``sorted_ids[rank::world]``) instead of using
+``DistributedSampler``, which pads with duplicates.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def init_from_env(device: torch.device) -> bool:
+    """Join the process group when launched by torchrun; returns whether the run is distributed."""
+    if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return is_distributed()
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    return True
+
+
+def local_device(device: torch.device) -> torch.device:
+    """Each rank's own GPU; CPU stays CPU."""
+    if device.type == "cuda" and is_distributed():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * world()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def shard(indices: np.ndarray) -> np.ndarray:
+    """This rank's share of a sorted index array (strided, so shards differ by at most one)."""
+    return np.asarray(indices)[rank() :: world()]
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    if is_distributed():
+        work = tensor.clone()
+        dist.all_reduce(work, op=dist.ReduceOp.SUM)
+        return work
+    return tensor
+
+
+def gather_scores(indices: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate every rank's (indices, scores), sorted by index so all ranks hold the same arrays."""
+    if not is_distributed():
+        return indices, scores
+    parts = all_gather_object((np.asarray(indices), np.asarray(scores)))
+    idx = np.concatenate([p[0] for p in parts])
+    sc = np.concatenate([p[1] for p in parts])
+    order = np.argsort(idx, kind="stable")
+    return idx[order], sc[order]

@@ -8,11 +8,13 @@ does not, :func:`segal.models.embed` falls back to global-pooled logits.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from segal.errors import UserError
 from segal.registry import Registry
 
 ModelBuilder = Callable[..., nn.Module]
@@ -25,3 +27,72 @@ def embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model.embed(x)
     out = model(x)
     return out.flatten(2).mean(-1) if out.ndim == 4 else out
+
+
+def reject_options(model_name: str, options: Mapping[str, object]) -> None:
+    """Unknown ``model.options`` are a recipe typo, not a ``TypeError`` deep in a constructor."""
+    if options:
+        raise UserError(
+            f"model {model_name!r} has no option(s) {', '.join(sorted(options))}",
+            fix="remove them from model.options",
+        )
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a local file, weights only (never unpickled objects)."""
+    if not path.is_file():
+        raise UserError("weights file not found", path=path, fix="check model.weights")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 — any unpickling failure is the same user-facing problem
+        raise UserError(
+            f"cannot load weights ({type(exc).__name__})",
+            path=path,
+            fix="pass a state_dict saved with torch.save",
+        ) from None
+    if isinstance(state, dict):
+        for wrapper in ("model", "state_dict"):
+            if isinstance(state.get(wrapper), dict):
+                state = state[wrapper]
+                break
+    if not isinstance(state, dict):
+        raise UserError(
+            "weights file holds no state dict", path=path, fix="pass a state_dict saved with torch.save"
+        )
+    return state
+
+
+def apply_state_dict(
+    model: nn.Module, state: Mapping[str, torch.Tensor], source: object, strict: bool = True
+) -> tuple:
+    """``load_state_dict`` with mismatches reported as user errors naming ``source``.
+
+    Returns torch's ``(missing_keys, unexpected_keys)`` for non-strict callers.
+    """
+    try:
+        result = model.load_state_dict(state, strict=strict)
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        first = " ".join(lines[:2])[:300]
+        raise UserError(
+            f"weights do not fit this model: {first}",
+            path=source,
+            fix="use weights saved from the same model and classes",
+        ) from None
+    return result
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load a state dict (weights only) from ``path`` into ``model``; mismatches are user errors."""
+    apply_state_dict(model, read_state_dict(path), path)
+
+
+def download_state_dict(url: str, what: str) -> dict[str, torch.Tensor]:
+    """Download (or take from the torch hub cache) a weights-only state dict; offline is a user error."""
+    try:
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, weights_only=True)
+    except (OSError, RuntimeError) as exc:  # URLError/HTTPError are OSErrors; RuntimeError: corrupt download
+        raise UserError(
+            f"could not download {what} ImageNet weights from {url} ({type(exc).__name__})",
+            fix="connect to the network, or download the file and set model.weights to its local path",
+        ) from None

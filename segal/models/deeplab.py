@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from segal.errors import UserError
-from segal.models.base import MODELS
+from segal.models.base import MODELS, load_weights
 
 
 class SmpSegmenter(nn.Module):
@@ -59,22 +59,6 @@ def _build_smp(arch: str, num_classes: int, encoder: str, weights: str | None, d
     if weights not in (None, "imagenet"):
         load_weights(model, Path(weights))
     return model
-
-
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Load a state dict (weights only) from ``path`` into ``model``; mismatches are user errors."""
-    if not path.is_file():
-        raise UserError("weights file not found", path=path, fix="check model.weights")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 — any unpickling failure is the same user-facing problem
-        raise UserError(f"cannot load weights ({type(exc).__name__})", path=path, fix="pass a state_dict saved with torch.save") from None
-    state = state.get("model", state) if isinstance(state, dict) else state
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise UserError(f"weights do not fit this model: {first}", path=path, fix="use weights saved from the same model and classes") from None
 
 
 @MODELS.register("deeplabv3plus")

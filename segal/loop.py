@@ -248,7 +248,7 @@ class ActiveLoop:
             batch_size=run.recipe.train.eval_batch_size, num_workers=run.recipe.train.num_workers, model=model,
             build_model=lambda: run.build_model(_seed(run.recipe.seed, cycle, 13)),
             train_model=self._train_member(state, cycle), progress=self.progress, amp=run.amp,
-            workdir=run.cycle_dir(cycle),
+            workdir=run.cycle_dir(cycle), cache_dir=run.dir / "cache",
         )
         t0 = time.perf_counter()
         torch.manual_seed(_seed(run.recipe.seed, cycle, 17))

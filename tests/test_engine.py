@@ -80,3 +80,27 @@ def test_evaluate_perfect_model_scores_one():
 
     metrics = evaluate(Oracle(), data, image_size=None, device=torch.device("cpu"))
     assert metrics["miou"] == pytest.approx(1.0)
+
+
+def test_resized_cache_matches_direct_resize_and_persists(tmp_path):
+    import cv2
+    import numpy as np
+
+    from segal.data.cache import ResizedImageCache
+
+    data = TinySeg(6, salt=2, size=40)
+    cache = ResizedImageCache(data, (16, 24), tmp_path)
+    first = cache.load_image(3)
+    expected = cv2.resize(data.load_image(3), (24, 16), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(first, expected)
+    assert cache.fill_ratio() == 1 / 6
+
+    class Exploding(TinySeg):
+        def load_image(self, i):
+            raise AssertionError("the cache must not decode again")
+
+    reopened = ResizedImageCache(Exploding(6, salt=2, size=40), (16, 24), tmp_path)
+    np.testing.assert_array_equal(reopened.load_image(3), expected)
+    # a different pool (other ids) invalidates the cache
+    other = ResizedImageCache(TinySeg(5, salt=9, size=40), (16, 24), tmp_path)
+    assert other.fill_ratio() == 0.0

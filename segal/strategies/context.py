@@ -7,12 +7,14 @@ unlabeled images with no task network at all).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from segal.data.base import Dataset
+from segal.data.cache import ResizedImageCache
 from segal.data.loaders import make_loader
 from segal.strategies.base import AcquisitionContext, Progress
 
@@ -36,6 +38,7 @@ def build_context(
     progress: Progress | None = None,
     amp: bool = False,
     workdir=None,
+    cache_dir: Path | None = None,
 ) -> AcquisitionContext:
     labeled_arr = np.sort(np.asarray(labeled, dtype=np.int64))
     if unlabeled is None:
@@ -45,15 +48,28 @@ def build_context(
     else:
         unlabeled_arr = np.sort(np.asarray(unlabeled, dtype=np.int64))
 
+    caches: dict[tuple[int, int], ResizedImageCache] = {}
+
+    def source(size_override):
+        """Small override sizes (VAAL's VAE input) read from the persistent resized-image cache."""
+        if size_override is None or cache_dir is None:
+            return pool, size_override or image_size
+        key = (int(size_override[0]), int(size_override[1]))
+        if key not in caches:
+            caches[key] = ResizedImageCache(pool, key, cache_dir)
+        return caches[key], None
+
     def eval_loader(indices, image_size_override=None, batch_size_override=None):
+        data, size = source(image_size_override)
         return make_loader(
-            pool, indices, size=image_size_override or image_size, batch_size=batch_size_override or batch_size,
+            data, indices, size=size, batch_size=batch_size_override or batch_size,
             train=False, with_targets=False, num_workers=num_workers,
         )
 
     def train_loader(indices, image_size_override=None, with_targets=False, batch_size_override=None, salt=0):
+        data, size = source(image_size_override)
         return make_loader(
-            pool, indices, size=image_size_override or image_size, batch_size=batch_size_override or batch_size,
+            data, indices, size=size, batch_size=batch_size_override or batch_size,
             train=True, with_targets=with_targets, seed=int(np.random.default_rng([seed, cycle, salt]).integers(2**31)),
             num_workers=num_workers, drop_last=True,
         )

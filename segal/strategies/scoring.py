@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from segal import distributed as dist
 from segal.device import autocast
 from segal.strategies.base import AcquisitionContext
 
@@ -55,7 +56,7 @@ def score_pool(ctx: AcquisitionContext, pixel_score: PixelScore, reduce: str = "
         raise RuntimeError("this strategy needs the trained task network")
     model.eval()
     indices, scores = [], []
-    loader = ctx.eval_loader(ctx.unlabeled)
+    loader = ctx.eval_loader(dist.shard(ctx.unlabeled))  # under torchrun each rank scores its shard
     for images, idx in ctx.progress.track(loader, total=len(loader), description="scoring pool"):
         images = images.to(ctx.device, non_blocking=True)
         with autocast(ctx.device, ctx.amp):
@@ -63,4 +64,6 @@ def score_pool(ctx: AcquisitionContext, pixel_score: PixelScore, reduce: str = "
         probs = torch.softmax(logits.float(), dim=1)
         scores.append(reduce_per_image(pixel_score(probs), reduce).cpu().numpy())
         indices.append(np.asarray(idx))
-    return np.concatenate(indices), np.concatenate(scores).astype(np.float64)
+    local = (np.concatenate(indices) if indices else np.empty(0, np.int64),
+             np.concatenate(scores).astype(np.float64) if scores else np.empty(0))
+    return dist.gather_scores(*local)  # every rank ends with all scores, sorted by index

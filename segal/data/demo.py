@@ -78,12 +78,12 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.
         blob = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 < 1
         paint(blob, VEGETATION, _jitter(rng, (60, 120, 40), 25), texture=18)
 
-    # poles (rare, thin)
-    for _ in range(int(rng.integers(0, 3))):
+    # poles (rare, narrow)
+    for _ in range(int(rng.poisson(0.6))):
         px = int(rng.integers(0, w))
         top = int(rng.integers(h // 8, horizon))
-        paint((xx >= px) & (xx < px + max(1, w // 64)) & (yy >= top) & (yy < sidewalk_end), POLE,
-              _jitter(rng, (150, 150, 150), 20))
+        paint((xx >= px) & (xx < px + max(2, w // 24)) & (yy >= top) & (yy < sidewalk_end), POLE,
+              _jitter(rng, (235, 200, 40), 20))
 
     # cars on the road: body plus darker windows
     for _ in range(int(rng.poisson(1.2))):
@@ -100,9 +100,10 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.
     for _ in range(int(rng.poisson(0.4))):
         px = int(rng.integers(0, w))
         feet = int(rng.integers(horizon + 1, sidewalk_end + 2))
-        ph = max(4, h // 6)
-        body = (np.abs(xx - px) <= max(1, w // 60)) & (yy >= feet - ph) & (yy < feet)
-        head = (xx - px) ** 2 + (yy - (feet - ph - 1)) ** 2 <= max(1, (w // 60)) ** 2 + 1
+        ph = max(6, h // 4)
+        half = max(2, w // 40)
+        body = (np.abs(xx - px) <= half) & (yy >= feet - ph) & (yy < feet)
+        head = (xx - px) ** 2 + (yy - (feet - ph - half)) ** 2 <= (half + 1) ** 2
         paint(body | head, PERSON, _jitter(rng, (200, 60, 60), 40))
 
     # global lighting and sensor noise

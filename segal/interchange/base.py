@@ -1,0 +1,196 @@
+"""What every format shares: the export item, the format registry and the strict mask collector.
+
+The collector is the single place that enforces the import contract (known id, not seen twice,
+the size of the queried image, only known classes), so each format module only parses.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from segal.data.base import ClassSet
+from segal.errors import UserError
+from segal.registry import Registry
+
+IMAGES_DIR = "images"
+
+
+@dataclass
+class ExportItem:
+    """One queried image and the task network's prediction for it (the pre-annotation)."""
+
+    id: str
+    image: np.ndarray  # H×W×3 RGB uint8
+    image_path: Path | None
+    prediction: np.ndarray  # H×W uint8 train ids, 255 = ignore
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    task_name: str
+    cityscapes_label_ids: np.ndarray | None = None
+
+
+Exporter = Callable[[Path, list[ExportItem], ClassSet, ExportOptions], Path]
+Loader = Callable[[Path, ClassSet, dict[str, tuple[int, int]]], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    export: Exporter
+    load: Loader
+
+
+FORMATS: Registry[Format] = Registry("annotation format")
+
+
+def register(name: str, export: Exporter, load: Loader) -> Format:
+    return FORMATS.register(name)(Format(name, export, load))
+
+
+# ---------------------------------------------------------------- export helpers
+
+
+def check_items(items: list[ExportItem], classes: ClassSet) -> None:
+    """Exports must be exact, so a malformed prediction is a bug, caught before anything is written."""
+    seen: set[str] = set()
+    for item in items:
+        if not item.id or any(c in item.id for c in "/\\") or item.id in (".", ".."):
+            raise UserError(f"image id {item.id!r} cannot be a file name",
+                            fix="annotation exports need flat image ids without path separators")
+        if item.id in seen:
+            raise ValueError(f"image id {item.id!r} is exported twice")
+        seen.add(item.id)
+        pred = item.prediction
+        if pred.ndim != 2 or pred.shape != item.image.shape[:2]:
+            raise ValueError(f"prediction of {item.id} is {pred.shape}, image is {item.image.shape}")
+        bad = (pred >= len(classes)) & (pred != classes.ignore_index)
+        if bad.any():
+            raise ValueError(f"prediction of {item.id} holds ids {sorted(np.unique(pred[bad]).tolist())[:8]}")
+
+
+def image_name(item: ExportItem) -> str:
+    """The file name annotation tools match annotations on: the id plus the image's own suffix."""
+    suffix = item.image_path.suffix.lower() if item.image_path is not None else ".png"
+    return f"{item.id}{suffix or '.png'}"
+
+
+def image_bytes(item: ExportItem) -> bytes:
+    if item.image_path is not None:
+        return Path(item.image_path).read_bytes()
+    ok, png = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(item.image), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"cannot encode image {item.id}")
+    return png.tobytes()
+
+
+def write_images(out: Path, items: list[ExportItem], folder: str = IMAGES_DIR) -> Path:
+    """Copy (or PNG-encode) every image to ``out/folder/<id><suffix>`` for upload to the tool."""
+    target = out / folder
+    target.mkdir(parents=True, exist_ok=True)
+    for item in items:
+        if item.image_path is not None:
+            shutil.copyfile(item.image_path, target / image_name(item))
+        else:
+            (target / image_name(item)).write_bytes(image_bytes(item))
+    return target
+
+
+def export_colors(classes: ClassSet) -> list[tuple[int, int, int]]:
+    """Class colours for colour-coded masks: the dataset palette, made unique and never black.
+
+    Black is the void (``background``) colour of CVAT masks, so a black or repeated class colour is
+    replaced by a free one; the labelmap written next to the masks records the colours used.
+    """
+    used = {(0, 0, 0)}
+    colors: list[tuple[int, int, int]] = []
+    rng = np.random.default_rng(0)
+    for color in classes.colors:
+        color = tuple(int(c) for c in color)
+        while color in used:
+            color = tuple(int(c) for c in rng.integers(1, 256, 3))
+        used.add(color)
+        colors.append(color)
+    return colors
+
+
+def hex_color(color: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*color)
+
+
+# ---------------------------------------------------------------- import helpers
+
+
+def class_index(classes: ClassSet, name: str, source: Path | str) -> int:
+    try:
+        return classes.names.index(name)
+    except ValueError:
+        known = ", ".join(classes.names[:12]) + (", …" if len(classes) > 12 else "")
+        raise UserError(f"unknown class name {name!r}", path=source,
+                        fix=f"use the run's class names ({known}) in the annotation tool") from None
+
+
+class MaskCollector:
+    """Gathers imported masks and refuses anything the pending batch cannot accept."""
+
+    def __init__(self, source: Path, classes: ClassSet, expected: dict[str, tuple[int, int]]):
+        self.source = source
+        self.classes = classes
+        self.expected = expected
+        self.masks: dict[str, np.ndarray] = {}
+
+    def check_id(self, image_id: str, where: Path | str | None = None) -> tuple[int, int]:
+        """Validate an id before its mask is decoded; returns the expected (height, width)."""
+        where = where if where is not None else self.source
+        if image_id not in self.expected:
+            raise UserError(f"image {image_id!r} was not queried (not pending)", path=where,
+                            fix="import only the images exported by `segal export` for this cycle")
+        if image_id in self.masks:
+            raise UserError(f"image {image_id!r} appears twice", path=where,
+                            fix="keep one annotation per image in the export")
+        return self.expected[image_id]
+
+    def check_size(self, image_id: str, height: int, width: int, where: Path | str | None = None) -> None:
+        eh, ew = self.check_id(image_id, where)
+        if (int(height), int(width)) != (eh, ew):
+            raise UserError(f"mask of {image_id!r} is {width}×{height} but the image is {ew}×{eh}",
+                            path=where if where is not None else self.source,
+                            fix="annotate the original, unresized image")
+
+    def add(self, image_id: str, mask: np.ndarray, where: Path | str | None = None) -> None:
+        self.check_size(image_id, *mask.shape[:2], where=where)
+        mask = np.asarray(mask)
+        if mask.ndim != 2:
+            raise ValueError("masks are H×W")
+        bad = (mask >= len(self.classes)) & (mask != self.classes.ignore_index)
+        if bad.any():
+            raise UserError(f"mask of {image_id!r} holds ids {sorted(np.unique(mask[bad]).tolist())[:8]} "
+                            "that are not classes", path=where if where is not None else self.source,
+                            fix=f"use ids 0..{len(self.classes) - 1} and {self.classes.ignore_index} for ignore")
+        self.masks[image_id] = np.ascontiguousarray(mask, dtype=np.uint8)
+
+    def result(self) -> dict[str, np.ndarray]:
+        return self.masks
+
+
+def new_mask(shape: tuple[int, int], classes: ClassSet) -> np.ndarray:
+    return np.full(shape, classes.ignore_index, dtype=np.uint8)
+
+
+def read_limited(path: Path, limit: int, what: str) -> bytes:
+    """Read a whole annotation file, refusing absurd sizes before they reach a parser."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise UserError(f"{what} not found", path=path, fix="pass the file exported by the annotation tool") from None
+    if size > limit:
+        raise UserError(f"{what} is {size / 2**20:.0f} MiB, over the {limit / 2**20:.0f} MiB limit", path=path,
+                        fix="export fewer images per file")
+    return path.read_bytes()

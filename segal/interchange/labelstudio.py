@@ -1,0 +1,184 @@
+"""Label Studio: a tasks JSON with brush pre-annotations plus the matching labeling config.
+
+Export writes ``tasks.json`` (one task per image, ``data.segal_id`` = the image id, one
+``brushlabels`` prediction result per class present), ``labeling_config.xml`` and ``images/``.
+``data.image`` is ``/data/local-files/?d=<path>`` when ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` is
+set and holds the export, otherwise the path relative to the JSON (serve it or upload the images).
+
+Import reads Label Studio's JSON export: the last non-cancelled annotation of each task (tasks
+without one are left out), mapped back by ``data.segal_id`` or else the image file stem (minus the
+``1a2b3c4d-`` prefix Label Studio gives uploads).  Brush pixels count where alpha >= 128;
+polygons are rasterised too.  Void is the absence of a brush: ignore (255) gets none and
+unpainted pixels come back as 255; where brushes overlap the later result wins.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path, PurePosixPath
+from urllib.parse import parse_qs, quote, unquote, urlparse
+
+import cv2
+import numpy as np
+
+from segal.data.base import ClassSet
+from segal.errors import UserError
+from segal.interchange.base import (
+    ExportItem,
+    ExportOptions,
+    MaskCollector,
+    check_items,
+    class_index,
+    export_colors,
+    hex_color,
+    image_name,
+    new_mask,
+    register,
+    write_images,
+)
+from segal.interchange.brush_rle import BrushRLEError, mask_to_rle, rle_to_mask
+from segal.pool import atomic_write_bytes, atomic_write_json
+
+MAIN_FILE = "tasks.json"
+CONFIG_FILE = "labeling_config.xml"
+FROM_NAME, TO_NAME = "tag", "image"
+LOCAL_ROOT_ENV = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
+_UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
+_IGNORED_TYPES = {"choices", "textarea", "rating", "taxonomy", "number", "datetime", "relation", "pairwise"}
+
+
+def labeling_config(classes: ClassSet) -> bytes:
+    view = ET.Element("View")
+    ET.SubElement(view, "Image", name=TO_NAME, value="$image", zoom="true")
+    brush = ET.SubElement(view, "BrushLabels", name=FROM_NAME, toName=TO_NAME)
+    for name, color in zip(classes.names, export_colors(classes), strict=True):
+        ET.SubElement(brush, "Label", value=name, background=hex_color(color))
+    ET.indent(view)
+    return ET.tostring(view, encoding="unicode").encode() + b"\n"
+
+
+def image_url(path: Path, out: Path) -> str:
+    root = os.environ.get(LOCAL_ROOT_ENV)
+    if root:
+        try:
+            rel = path.resolve().relative_to(Path(root).resolve())
+            return "/data/local-files/?d=" + quote(rel.as_posix())
+        except ValueError:
+            pass
+    return path.relative_to(out).as_posix()
+
+
+def export(out: Path, items: list[ExportItem], classes: ClassSet, options: ExportOptions) -> Path:
+    check_items(items, classes)
+    images = write_images(out, items)
+    tasks = []
+    for item in items:
+        h, w = item.prediction.shape
+        result = []
+        for class_id in np.unique(item.prediction).tolist():
+            if class_id == classes.ignore_index:
+                continue
+            result.append({
+                "id": f"{item.id}-{class_id}", "from_name": FROM_NAME, "to_name": TO_NAME, "type": "brushlabels",
+                "original_width": w, "original_height": h, "image_rotation": 0,
+                "value": {"format": "rle", "rle": mask_to_rle(item.prediction == class_id),
+                          "brushlabels": [classes.names[class_id]]},
+            })
+        tasks.append({"data": {"image": image_url(images / image_name(item), out), "segal_id": item.id},
+                      "predictions": [{"model_version": options.task_name, "result": result}]})
+    atomic_write_bytes(out / CONFIG_FILE, labeling_config(classes))
+    atomic_write_json(out / MAIN_FILE, tasks)
+    return out / MAIN_FILE
+
+
+def is_labelstudio(doc: object) -> bool:
+    return isinstance(doc, list) and all(isinstance(t, dict) and "data" in t for t in doc)
+
+
+def task_id(task: dict, expected: dict[str, tuple[int, int]]) -> str | None:
+    data = task.get("data") if isinstance(task.get("data"), dict) else {}
+    if data.get("segal_id") is not None:
+        return str(data["segal_id"])
+    image = data.get("image")
+    if not isinstance(image, str):
+        return None
+    url = urlparse(image)
+    path = parse_qs(url.query).get("d", [url.path])[0]
+    stem = PurePosixPath(unquote(path).replace("\\", "/")).stem
+    if stem not in expected and _UPLOAD_PREFIX.match(stem) and stem[9:] in expected:
+        return stem[9:]
+    return stem
+
+
+def _flatten(result: dict) -> dict:
+    value = result.get("value") if isinstance(result.get("value"), dict) else {}
+    return {**result, **value}
+
+
+def _paint(mask: np.ndarray, r: dict, class_id: int, where: str) -> None:
+    h, w = mask.shape
+    kind = r["type"].lower()
+    if kind == "brushlabels":
+        if r.get("format", "rle") != "rle":
+            raise UserError(f"brush format {r.get('format')!r} is not supported", path=where,
+                            fix="use Label Studio's RLE brush (BrushLabels), not bitmasks")
+        try:
+            mask[rle_to_mask(r["rle"], h, w)] = class_id
+        except BrushRLEError as exc:
+            raise UserError(f"corrupt brush RLE: {exc}", path=where, fix="export the annotations again") from None
+    else:  # polygonlabels: points in percent of the image size
+        pts = np.asarray(r["points"], dtype=np.float64).reshape(-1, 2) * [w / 100.0, h / 100.0]
+        cv2.fillPoly(mask, [np.round(pts).astype(np.int32).reshape(-1, 1, 2)], int(class_id))
+
+
+def load_tasks(path: Path, tasks: list, classes: ClassSet,
+               expected: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+    collector = MaskCollector(path, classes, expected)
+    for number, task in enumerate(tasks):
+        image_id = task_id(task, expected)
+        where = f"{path} (task {task.get('id', number)})"
+        if image_id is None:
+            raise UserError("task has neither data.segal_id nor data.image", path=where,
+                            fix="import the tasks.json written by `segal export`")
+        annotations = task.get("annotations", task.get("completions")) or []
+        done = [a for a in annotations if isinstance(a, dict) and not a.get("was_cancelled")]
+        if not done:
+            continue
+        height, width = collector.check_id(image_id, where)
+        mask = new_mask((height, width), classes)
+        for raw in done[-1].get("result") or []:
+            r = _flatten(raw)
+            kind = str(r.get("type", "")).lower()
+            if kind in _IGNORED_TYPES:
+                continue
+            if kind not in ("brushlabels", "polygonlabels"):
+                raise UserError(f"result type {kind!r} is not supported", path=where,
+                                fix="annotate with the brush (BrushLabels) or polygons")
+            labels = r.get(kind) or []
+            if len(labels) != 1:
+                raise UserError(f"a {kind} result has {len(labels)} labels, expected one", path=where,
+                                fix="give every brush stroke exactly one label")
+            class_id = class_index(classes, labels[0], where)
+            try:
+                collector.check_size(image_id, r["original_height"], r["original_width"], where)
+                _paint(mask, r, class_id, where)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise UserError(f"malformed {kind} result ({type(exc).__name__}: {exc})", path=where,
+                                fix="export the annotations again as Label Studio JSON") from None
+        collector.add(image_id, mask, where)
+    return collector.result()
+
+
+def load(path: Path, classes: ClassSet, expected: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+    from segal.interchange.detect import read_json
+
+    doc = read_json(path)
+    if not is_labelstudio(doc):
+        raise UserError("not a Label Studio JSON export (a list of tasks)", path=path,
+                        fix="export the project from Label Studio as JSON")
+    return load_tasks(path, doc, classes, expected)
+
+
+register("labelstudio", export, load)

@@ -1,0 +1,459 @@
+"""Annotation export/import: exact round trips, third-party decoders agree, hostile inputs are refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from segal.data.base import ClassSet
+from segal.errors import UserError
+from segal.interchange import FORMATS, ExportItem, brush_rle, export_batch, import_masks, safezip
+from segal.interchange.cvat_xml import box_rle, decode_box_rle
+
+# "bg" is black (the CVAT void colour) and "car" repeats "road": the colour-mask export must remap both.
+CLASSES = ClassSet(("bg", "road", "car", "person"), ((0, 0, 0), (128, 64, 128), (128, 64, 128), (220, 20, 60)))
+FORMAT_NAMES = ["cvat-mask", "cvat-xml", "labelstudio", "coco", "png"]
+
+
+def random_mask(rng: np.random.Generator, h: int, w: int, block: int = 3) -> np.ndarray:
+    """Blocky random train ids with every class and ignore, plus single-pixel specks at the edges."""
+    coarse = rng.integers(0, len(CLASSES) + 1, (h // block + 1, w // block + 1))
+    mask = np.repeat(np.repeat(coarse, block, 0), block, 1)[:h, :w].astype(np.uint8)
+    mask[mask == len(CLASSES)] = 255
+    mask[0, 0], mask[-1, -1], mask[0, -1] = 1, 2, 255
+    flat = mask.ravel()
+    flat[: len(CLASSES) + 1] = [*range(len(CLASSES)), 255]  # every value is present
+    return mask
+
+
+@pytest.fixture
+def items(tmp_path: Path) -> list[ExportItem]:
+    rng = np.random.default_rng(7)
+    out = []
+    for k, (h, w) in enumerate([(37, 53), (48, 64), (21, 20)]):
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        path = None
+        if k == 1:  # one image comes from a file: it must be copied byte for byte
+            path = tmp_path / "src" / "frame.jpg"
+            path.parent.mkdir()
+            cv2.imwrite(str(path), image)
+        out.append(ExportItem(id=f"img_{k:02d}", image=image, image_path=path, prediction=random_mask(rng, h, w)))
+    return out
+
+
+def expected_sizes(items: list[ExportItem]) -> dict[str, tuple[int, int]]:
+    return {item.id: item.prediction.shape for item in items}
+
+
+def as_annotated(tasks_json: Path) -> Path:
+    """Turn the exported predictions into what Label Studio exports after an annotator accepts them."""
+    tasks = json.loads(tasks_json.read_text())
+    for number, task in enumerate(tasks):
+        task["id"] = number + 1
+        task["annotations"] = [{"id": 10 + number, "was_cancelled": False, "result": task.pop("predictions")[0]["result"]}]
+    out = tasks_json.with_name("export.json")
+    out.write_text(json.dumps(tasks))
+    return out
+
+
+def assert_same(got: dict[str, np.ndarray], items: list[ExportItem]) -> None:
+    assert sorted(got) == sorted(item.id for item in items)
+    for item in items:
+        assert got[item.id].dtype == np.uint8
+        np.testing.assert_array_equal(got[item.id], item.prediction, err_msg=item.id)
+
+
+def export(fmt: str, tmp_path: Path, items: list[ExportItem], **kw) -> Path:
+    return export_batch(fmt, tmp_path / fmt, items, kw.pop("classes", CLASSES), task_name="unit-cycle-1", **kw)
+
+
+# ---------------------------------------------------------------- round trips
+
+
+def test_registry_names(tmp_path: Path):
+    assert FORMATS.names() == sorted(FORMAT_NAMES)
+    with pytest.raises(UserError, match="choose one of: coco, cvat-mask"):
+        export_batch("yolo", tmp_path, [], CLASSES, task_name="t")
+
+
+@pytest.mark.parametrize("fmt", FORMAT_NAMES)
+def test_round_trip(fmt: str, tmp_path: Path, items: list[ExportItem]):
+    main = export(fmt, tmp_path, items)
+    assert main.exists()
+    if fmt == "labelstudio":
+        main = as_annotated(main)
+    assert_same(import_masks(main, CLASSES, expected_sizes(items)), items)
+    images = tmp_path / fmt / ("images/default" if fmt == "coco" else "images")
+    assert (images / "img_01.jpg").read_bytes() == items[1].image_path.read_bytes()
+    decoded = cv2.cvtColor(cv2.imread(str(images / "img_00.png")), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(decoded, items[0].image)
+
+
+@pytest.mark.parametrize("fmt", ["cvat-mask", "cvat-xml", "coco", "png"])
+def test_round_trip_from_folder_and_zip(fmt: str, tmp_path: Path, items: list[ExportItem]):
+    """Tools hand back zips of the folder (CVAT) or the folder itself: both are detected."""
+    export(fmt, tmp_path, items)
+    folder = tmp_path / fmt
+    if fmt == "cvat-mask":
+        with zipfile.ZipFile(folder / "cvat-mask.zip") as zf:
+            zf.extractall(tmp_path / "unzipped")  # our own, trusted archive
+        folder = tmp_path / "unzipped"
+    assert_same(import_masks(folder, CLASSES, expected_sizes(items)), items)
+    archive = Path(shutil.make_archive(str(tmp_path / f"{fmt}-again"), "zip", folder))
+    assert_same(import_masks(archive, CLASSES, expected_sizes(items)), items)
+
+
+def test_png_cityscapes_label_ids(tmp_path: Path):
+    from segal.data.cityscapes import CLASSES as CS
+    from segal.data.cityscapes import TRAIN_TO_LABEL_ID
+
+    rng = np.random.default_rng(3)
+    mask = rng.integers(0, len(CS) + 1, (24, 30)).astype(np.uint8)
+    mask[mask == len(CS)] = 255
+    mask.ravel()[: len(CS) + 1] = [*range(len(CS)), 255]
+    item = ExportItem("frankfurt_000000_000294", np.zeros((24, 30, 3), np.uint8), None, mask)
+    folder = export("png", tmp_path, [item], classes=CS, cityscapes_label_ids=TRAIN_TO_LABEL_ID)
+    stored = cv2.imread(str(folder / "frankfurt_000000_000294_gtFine_labelIds.png"), cv2.IMREAD_UNCHANGED)
+    # label ids by hand from cityscapesscripts' table: road (train 0) = 7, car (train 13) = 26, ignore = 0
+    assert stored[mask == 0].tolist() == [7] * int((mask == 0).sum())
+    assert set(stored[mask == 13].tolist()) == {26}
+    assert set(stored[mask == 255].tolist()) == {0}
+    got = import_masks(folder, CS, {item.id: mask.shape})
+    np.testing.assert_array_equal(got[item.id], mask)
+
+
+def test_empty_prediction_is_all_ignore(tmp_path: Path):
+    item = ExportItem("blank", np.zeros((5, 7, 3), np.uint8), None, np.full((5, 7), 255, np.uint8))
+    for fmt in FORMAT_NAMES:
+        main = export(fmt, tmp_path, [item])
+        main = as_annotated(main) if fmt == "labelstudio" else main
+        got = import_masks(main, CLASSES, {"blank": (5, 7)})
+        assert (got["blank"] == 255).all(), fmt
+
+
+# ---------------------------------------------------------------- independent decoders
+
+
+def test_coco_rle_decodes_with_pycocotools(tmp_path: Path, items: list[ExportItem]):
+    doc = json.loads(export("coco", tmp_path, items).read_text())
+    assert [c["id"] for c in doc["categories"]] == [1, 2, 3, 4]
+    by_image = {im["id"]: items[[i.id for i in items].index(Path(im["file_name"]).stem)] for im in doc["images"]}
+    seen = set()
+    for ann in doc["annotations"]:
+        item = by_image[ann["image_id"]]
+        rle = {"size": ann["segmentation"]["size"], "counts": ann["segmentation"]["counts"].encode()}
+        binary = mask_utils.decode(rle).astype(bool)
+        truth = item.prediction == ann["category_id"] - 1
+        np.testing.assert_array_equal(binary, truth)
+        assert ann["area"] == truth.sum() and ann["iscrowd"] == 0
+        ys, xs = np.nonzero(truth)
+        assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+        seen.add((item.id, ann["category_id"]))
+    assert len(seen) == len(doc["annotations"]) == len(items) * len(CLASSES)  # ignore gets no annotation
+
+
+def test_cvat_box_rle_by_hand():
+    """Row-major runs over the tight box, alternating and starting with a (maybe empty) background run."""
+    binary = np.zeros((10, 90), bool)
+    binary[4:7, 80:83] = [[0, 1, 1], [1, 1, 1], [0, 0, 1]]
+    assert box_rle(binary) == ([1, 5, 2, 1], 80, 4, 3, 3)
+    binary = np.zeros((3, 3), bool)
+    binary[1:, 1:] = [[1, 0], [1, 1]]
+    assert box_rle(binary) == ([0, 1, 1, 2], 1, 1, 2, 2)
+    # the example of CVAT's XML docs: rle="1, 2, 2, 3, 2, 2" in a 4×3 box
+    expected = np.array([[0, 1, 1, 0], [0, 1, 1, 1], [0, 0, 1, 1]], bool)
+    np.testing.assert_array_equal(decode_box_rle([1, 2, 2, 3, 2, 2], 4, 3), expected)
+
+
+def test_brush_rle_matches_label_studio_converter():
+    brush = pytest.importorskip("label_studio_converter.brush", reason="label-studio-converter not installed")
+    rng = np.random.default_rng(11)
+    cases = [
+        np.repeat((rng.random(900) > 0.5).astype(np.uint8) * 255, 4),  # a brush mask as mask2rle flattens it
+        rng.integers(0, 256, 1000).astype(np.uint8),  # runs of 1
+        np.repeat(rng.integers(0, 3, 40), rng.integers(1, 300, 40)).astype(np.uint8),  # all run-size classes
+        np.repeat(np.array([0, 255, 0], np.uint8), [70_000, 140_000, 3]),  # runs split at 2^16
+    ]
+    for arr in cases:
+        ours = brush_rle.encode_rle(arr)
+        assert ours == list(brush.encode_rle(arr))  # byte-identical to the reference encoder
+        np.testing.assert_array_equal(brush.decode_rle(ours), arr)
+        np.testing.assert_array_equal(brush_rle.decode_rle(ours), arr)
+
+
+def test_brush_rle_reads_literal_blocks():
+    """Label Studio's frontend (thi.ng rle-pack) writes literal blocks; the converter's decoder is the oracle."""
+    values = [5, 9, 9, 9, 200, 1, 2]
+    bits = f"{len(values):032b}{7:05b}" + "".join(f"{s - 1:04b}" for s in (3, 4, 8, 16))
+    bits += "0" + "00" + "000" + f"{values[0]:08b}"  # one literal
+    bits += "1" + "00" + "010" + f"{9:08b}"  # repeat of 3
+    bits += "0" + "00" + "010" + "".join(f"{v:08b}" for v in values[4:])  # literal block of 3
+    bits += "0" * (-len(bits) % 8)
+    rle = [int(bits[i : i + 8], 2) for i in range(0, len(bits), 8)]
+    assert brush_rle.decode_rle(rle).tolist() == values
+    brush = pytest.importorskip("label_studio_converter.brush", reason="label-studio-converter not installed")
+    assert brush.decode_rle(rle).tolist() == values
+
+
+def test_label_studio_export_decodes_with_converter(tmp_path: Path, items: list[ExportItem]):
+    brush = pytest.importorskip("label_studio_converter.brush", reason="label-studio-converter not installed")
+    tasks = json.loads(export("labelstudio", tmp_path, items).read_text())
+    config = (tmp_path / "labelstudio" / "labeling_config.xml").read_text()
+    assert '<BrushLabels name="tag" toName="image">' in config and 'value="person"' in config
+    for item, task in zip(items, tasks, strict=True):
+        assert task["data"]["segal_id"] == item.id
+        results = [{**r, **r["value"]} for r in task["predictions"][0]["result"]]
+        layers = brush.decode_from_annotation("tag", results)
+        assert len(layers) == len(CLASSES)
+        for name, layer in layers.items():
+            class_id = CLASSES.names.index(name.split("-")[1])
+            np.testing.assert_array_equal(layer == 255, item.prediction == class_id)
+            assert set(np.unique(layer).tolist()) <= {0, 255}
+
+
+def _datumaro():
+    return pytest.importorskip("datumaro", reason="datumaro not installed")
+
+
+def test_datumaro_reads_cvat_mask_zip(tmp_path: Path, items: list[ExportItem]):
+    dm = _datumaro()
+    with zipfile.ZipFile(export("cvat-mask", tmp_path, items)) as zf:
+        zf.extractall(tmp_path / "voc")
+    dataset = dm.Dataset.import_from(str(tmp_path / "voc"), "voc_segmentation")
+    names = [c.name for c in dataset.categories()[dm.AnnotationType.label].items]
+    by_id = {item.id: item for item in items}
+    for dm_item in dataset:
+        mask = np.full(by_id[dm_item.id].prediction.shape, 255, np.uint8)
+        for ann in dm_item.annotations:
+            name = names[ann.label]
+            if name != "background":
+                mask[ann.image.astype(bool)] = CLASSES.names.index(name)
+        np.testing.assert_array_equal(mask, by_id.pop(dm_item.id).prediction)
+    assert not by_id
+
+
+@pytest.mark.parametrize(("fmt", "dm_format"), [("coco", "coco_instances"), ("cvat-xml", "cvat")])
+def test_datumaro_reads_coco_and_cvat_xml(fmt: str, dm_format: str, tmp_path: Path, items: list[ExportItem]):
+    dm = _datumaro()
+    main = export(fmt, tmp_path, items)
+    dataset = dm.Dataset.import_from(str(main.parent.parent if fmt == "coco" else main.parent), dm_format)
+    names = [c.name for c in dataset.categories()[dm.AnnotationType.label].items]
+    by_id = {item.id: item for item in items}
+    for dm_item in dataset:
+        mask = np.full(by_id[dm_item.id].prediction.shape, 255, np.uint8)
+        for ann in dm_item.annotations:
+            if ann.type == dm.AnnotationType.mask:
+                mask[ann.image.astype(bool)] = CLASSES.names.index(names[ann.label])
+        np.testing.assert_array_equal(mask, by_id.pop(dm_item.id).prediction)
+    assert not by_id
+
+
+# ---------------------------------------------------------------- refusals
+
+
+def refused(path: Path, expected: dict, *words: str, classes: ClassSet = CLASSES) -> str:
+    with pytest.raises(UserError) as info:
+        import_masks(path, classes, expected)
+    message = str(info.value)
+    assert "\n" not in message and "fix:" in message
+    assert path.name in message
+    for word in words:
+        assert word in message, message
+    return message
+
+
+def make_zip(path: Path, members: list[tuple[zipfile.ZipInfo | str, bytes]]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for info, data in members:
+            zf.writestr(info, data)
+    return path
+
+
+def test_refuses_zip_slip(tmp_path: Path):
+    for name in ["../evil.txt", "a/../../evil.txt", "/tmp/evil.txt", "..\\evil.txt", "C:/evil.txt"]:
+        archive = make_zip(tmp_path / "slip.zip", [("labelmap.txt", b"road:1,2,3::\n"), (name, b"x")])
+        refused(archive, {}, "member")
+    assert not (tmp_path / "evil.txt").exists() and not Path("/tmp/evil.txt").exists()
+
+
+def test_refuses_symlink_member(tmp_path: Path):
+    link = zipfile.ZipInfo("SegmentationClass/img_00.png")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    archive = make_zip(tmp_path / "link.zip", [("labelmap.txt", b"road:1,2,3::\n"), (link, b"/etc/passwd")])
+    refused(archive, {}, "symbolic link")
+
+
+def test_refuses_zip_bomb_and_too_many_members(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    bomb = make_zip(tmp_path / "bomb.zip", [("annotations.xml", bytes(20 << 20))])
+    assert bomb.stat().st_size < 100_000
+    refused(bomb, {}, "compression ratio")
+    monkeypatch.setattr(safezip, "MAX_MEMBERS", 10)
+    many = make_zip(tmp_path / "many.zip", [(f"masks/{i}.png", b"x") for i in range(11)])
+    refused(many, {}, "members")
+
+
+def test_refuses_member_larger_than_its_header(tmp_path: Path):
+    archive = make_zip(tmp_path / "liar.zip", [("annotations.xml", b"<annotations/>" * 1000)])
+    data = bytearray(archive.read_bytes())
+    # shrink the declared size in the central directory only: streaming must not trust it
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.infolist()[0]
+    central = data.rfind(b"PK\x01\x02")
+    data[central + 24 : central + 28] = (100).to_bytes(4, "little")
+    archive.write_bytes(bytes(data))
+    assert info.file_size == 14_000
+    refused(archive, {}, "zip")
+
+
+def test_refuses_truncated_files(tmp_path: Path, items: list[ExportItem]):
+    expected = expected_sizes(items)
+    archive = export("cvat-mask", tmp_path, items)
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    refused(archive, expected, "corrupt or truncated zip")
+    tasks = as_annotated(export("labelstudio", tmp_path, items))
+    tasks.write_bytes(tasks.read_bytes()[:-40])
+    refused(tasks, expected, "truncated JSON")
+    coco = export("coco", tmp_path, items)
+    coco.write_bytes(coco.read_bytes()[:500])
+    refused(coco, expected, "truncated JSON")
+    xml = export("cvat-xml", tmp_path, items)
+    xml.write_bytes(xml.read_bytes()[:-30])
+    refused(xml, expected, "truncated XML")
+    folder = export("png", tmp_path, items)
+    png = folder / "img_00.png"
+    png.write_bytes(png.read_bytes()[:60])
+    refused(folder, expected, "img_00.png", "corrupt or truncated")
+
+
+def test_refuses_corrupt_encodings(tmp_path: Path, items: list[ExportItem]):
+    expected = expected_sizes(items)
+    tasks_path = as_annotated(export("labelstudio", tmp_path, items))
+    tasks = json.loads(tasks_path.read_text())
+    tasks[0]["annotations"][0]["result"][0]["value"]["rle"] = tasks[0]["annotations"][0]["result"][0]["value"]["rle"][:9]
+    tasks_path.write_text(json.dumps(tasks))
+    refused(tasks_path, expected, "brush RLE")
+    coco = export("coco", tmp_path, items)
+    doc = json.loads(coco.read_text())
+    doc["annotations"][0]["segmentation"]["counts"] += "7"
+    coco.write_text(json.dumps(doc))
+    refused(coco, expected, "corrupt counts")
+    xml = export("cvat-xml", tmp_path, items)
+    text = xml.read_text()
+    xml.write_text(text.replace('left="', 'left="9999', 1))
+    refused(xml, expected, "outside")
+
+
+def test_refuses_wrong_size(tmp_path: Path, items: list[ExportItem]):
+    expected = expected_sizes(items)
+    expected["img_01"] = (48, 65)
+    for fmt in FORMAT_NAMES:
+        main = export(fmt, tmp_path, items)
+        main = as_annotated(main) if fmt == "labelstudio" else main
+        refused(main, expected, "img_01", "64×48", "65×48")
+
+
+def test_refuses_unknown_colour(tmp_path: Path, items: list[ExportItem]):
+    with zipfile.ZipFile(export("cvat-mask", tmp_path, items)) as zf:
+        zf.extractall(tmp_path / "voc")
+    file = tmp_path / "voc" / "SegmentationClass" / "img_02.png"
+    bgr = cv2.imread(str(file))
+    bgr[3, 4] = (3, 2, 1)
+    cv2.imwrite(str(file), bgr)
+    refused(tmp_path / "voc", expected_sizes(items), "img_02.png", "(1, 2, 3)", "labelmap")
+
+
+def test_refuses_unknown_label_name(tmp_path: Path, items: list[ExportItem]):
+    expected = expected_sizes(items)
+    tasks_path = as_annotated(export("labelstudio", tmp_path, items))
+    tasks = json.loads(tasks_path.read_text())
+    tasks[1]["annotations"][0]["result"][0]["value"]["brushlabels"] = ["unicorn"]
+    tasks_path.write_text(json.dumps(tasks))
+    refused(tasks_path, expected, "'unicorn'")
+    coco = export("coco", tmp_path, items)
+    doc = json.loads(coco.read_text())
+    doc["categories"][2]["name"] = "unicorn"
+    coco.write_text(json.dumps(doc))
+    refused(coco, expected, "'unicorn'")
+    xml = export("cvat-xml", tmp_path, items)
+    xml.write_text(xml.read_text().replace('label="road"', 'label="unicorn"'))
+    refused(xml, expected, "'unicorn'")
+    with zipfile.ZipFile(export("cvat-mask", tmp_path, items)) as zf:
+        zf.extractall(tmp_path / "voc")
+    labelmap = tmp_path / "voc" / "labelmap.txt"
+    labelmap.write_text(labelmap.read_text().replace("person:", "unicorn:"))
+    refused(tmp_path / "voc", expected, "labelmap.txt", "'unicorn'")
+
+
+def test_refuses_never_queried_id(tmp_path: Path, items: list[ExportItem]):
+    expected = expected_sizes(items)
+    del expected["img_02"]
+    for fmt in FORMAT_NAMES:
+        main = export(fmt, tmp_path, items)
+        main = as_annotated(main) if fmt == "labelstudio" else main
+        refused(main, expected, "'img_02'", "not queried")
+
+
+def test_refuses_duplicate_id(tmp_path: Path, items: list[ExportItem]):
+    expected = expected_sizes(items)
+    tasks_path = as_annotated(export("labelstudio", tmp_path, items))
+    tasks = json.loads(tasks_path.read_text())
+    tasks_path.write_text(json.dumps([*tasks, tasks[0]]))
+    refused(tasks_path, expected, "'img_00'", "twice")
+    coco = export("coco", tmp_path, items)
+    doc = json.loads(coco.read_text())
+    doc["images"].append({**doc["images"][0], "id": 99})
+    coco.write_text(json.dumps(doc))
+    refused(coco, expected, "'img_00'", "twice")
+    folder = export("png", tmp_path, items)
+    (folder / "again").mkdir()
+    shutil.copy(folder / "img_00.png", folder / "again" / "img_00.png")
+    refused(folder, expected, "'img_00'", "twice")
+    xml = export("cvat-xml", tmp_path, items)
+    text = xml.read_text()
+    first = text[text.index("<image ") : text.index("</image>") + len("</image>")]
+    xml.write_text(text.replace("</annotations>", first + "</annotations>"))
+    refused(xml, expected, "'img_00'", "twice")
+
+
+def test_refuses_xml_entities_and_bad_values(tmp_path: Path, items: list[ExportItem]):
+    bomb = tmp_path / "annotations.xml"
+    bomb.write_text('<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "xxxxxxxx">]><annotations>&x;</annotations>')
+    refused(bomb, {}, "DOCTYPE")
+    folder = export("png", tmp_path, items)
+    mask = cv2.imread(str(folder / "img_00.png"), cv2.IMREAD_UNCHANGED)
+    mask[0, 0] = 7  # not a class (4 classes) and not 255
+    cv2.imwrite(str(folder / "img_00.png"), mask)
+    refused(folder, expected_sizes(items), "img_00.png", "[7]")
+
+
+def test_unannotated_label_studio_tasks_are_left_out(tmp_path: Path, items: list[ExportItem]):
+    """A task with only predictions (nobody reviewed it) must not count as labelled."""
+    tasks_path = as_annotated(export("labelstudio", tmp_path, items))
+    tasks = json.loads(tasks_path.read_text())
+    tasks[2]["annotations"] = [{"was_cancelled": True, "result": []}]
+    del tasks[1]["annotations"]
+    del tasks[0]["data"]["segal_id"]  # falls back to the image file name
+    tasks[0]["data"]["image"] = "/data/upload/3/1a2b3c4d-img_00.png"
+    tasks_path.write_text(json.dumps(tasks))
+    got = import_masks(tasks_path, CLASSES, expected_sizes(items))
+    assert list(got) == ["img_00"]
+    np.testing.assert_array_equal(got["img_00"], items[0].prediction)
+
+
+def test_label_studio_local_files_url(tmp_path: Path, items: list[ExportItem], monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", str(tmp_path))
+    tasks_path = export("labelstudio", tmp_path, items)
+    tasks = json.loads(tasks_path.read_text())
+    assert tasks[1]["data"]["image"] == "/data/local-files/?d=labelstudio/images/img_01.jpg"
+    for task in tasks:
+        del task["data"]["segal_id"]  # ids come back from the local-files path alone
+    tasks_path.write_text(json.dumps(tasks))
+    assert_same(import_masks(as_annotated(tasks_path), CLASSES, expected_sizes(items)), items)

@@ -88,3 +88,15 @@ def gather_scores(indices: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, 
     sc = np.concatenate([p[1] for p in parts])
     order = np.argsort(idx, kind="stable")
     return idx[order], sc[order]
+
+
+def average_gradients(module: torch.nn.Module) -> None:
+    """Average gradients over ranks after ``backward``: DistributedDataParallel's arithmetic for modules
+    called several times per step (VAAL's VAE sees a labeled and an unlabeled batch), where DDP's
+    one-forward-per-backward hooks do not apply."""
+    if not is_distributed():
+        return
+    for param in module.parameters():
+        if param.grad is not None:
+            dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+            param.grad /= world()

@@ -67,3 +67,123 @@ def score_pool(ctx: AcquisitionContext, pixel_score: PixelScore, reduce: str = "
     local = (np.concatenate(indices) if indices else np.empty(0, np.int64),
              np.concatenate(scores).astype(np.float64) if scores else np.empty(0))
     return dist.gather_scores(*local)  # every rank ends with all scores, sorted by index
+
+
+def probabilities(model: torch.nn.Module, images: torch.Tensor, ctx: AcquisitionContext) -> torch.Tensor:
+    """Softmax of one forward pass in float32 (B×C or B×C×H×W), under the context's autocast setting."""
+    with autocast(ctx.device, ctx.amp):
+        logits = model(images)
+    return torch.softmax(logits.float(), dim=1)
+
+
+class SampleStats:
+    """Running statistics over T probability maps of one batch (MC-dropout passes or committee members).
+
+    Memory is a few copies of one batch's B×C(×H×W) probabilities whatever T is, so T and the
+    committee size cost time, not memory.  Every score is per pixel (per image for classification);
+    reduce it with :func:`reduce_per_image`.
+    """
+
+    def __init__(self, variance: bool = False):
+        self.n = 0
+        self.track_variance = variance
+        self.sum = self.sum_sq = self.votes = self.sum_entropy = None
+
+    def add(self, probs: torch.Tensor) -> None:
+        probs = probs.float()
+        if self.n == 0:
+            self.sum = torch.zeros_like(probs)
+            self.votes = torch.zeros_like(probs)
+            self.sum_entropy = torch.zeros_like(probs[:, 0])
+            if self.track_variance:
+                self.sum_sq = torch.zeros_like(probs)
+        self.sum += probs
+        self.votes.scatter_add_(1, probs.argmax(1, keepdim=True), torch.ones_like(probs[:, :1]))
+        self.sum_entropy += entropy(probs)
+        if self.track_variance:
+            self.sum_sq += probs * probs
+        self.n += 1
+
+    def mean(self) -> torch.Tensor:
+        return self.sum / self.n
+
+    def predictive_entropy(self) -> torch.Tensor:
+        """H[mean p]: total uncertainty."""
+        return entropy(self.mean())
+
+    def bald(self) -> torch.Tensor:
+        """H[mean p] − mean H[p]: the mutual information between prediction and model (Houlsby et al. 2011)."""
+        return (self.predictive_entropy() - self.sum_entropy / self.n).clamp_min(0)
+
+    def mean_kl_to_consensus(self) -> torch.Tensor:
+        """mean_m KL(p_m ‖ mean p), which equals H[mean p] − mean_m H[p_m], i.e. the BALD formula."""
+        return self.bald()
+
+    def variation_ratio(self) -> torch.Tensor:
+        """1 − (votes for the modal argmax class) / T (Freeman 1965)."""
+        return 1.0 - self.votes.max(1).values / self.n
+
+    def vote_entropy(self) -> torch.Tensor:
+        """Entropy of the argmax vote distribution (Dagan & Engelson 1995)."""
+        return entropy(self.votes / self.n)
+
+    def variance(self) -> torch.Tensor:
+        """Variance across samples of each class probability, averaged over classes."""
+        if not self.track_variance:
+            raise RuntimeError("SampleStats(variance=True) is needed for variance()")
+        mean = self.mean()
+        return (self.sum_sq / self.n - mean * mean).clamp_min(0).mean(1)
+
+
+@torch.no_grad()
+def score_pool_multi(
+    ctx: AcquisitionContext,
+    image_scores: Callable[[torch.Tensor], torch.Tensor],
+    indices: np.ndarray | None = None,
+    description: str = "scoring pool",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`score_pool` for any scorer ``image_scores(images on ctx.device) -> B scores``.
+
+    The scorer owns its models (several, or one run T times); this only streams the unlabeled pool
+    (or ``indices``), shards it under torchrun and gathers (indices, scores) to every rank.
+    """
+    pool = ctx.unlabeled if indices is None else np.asarray(indices, dtype=np.int64)
+    out_idx, out_scores = [], []
+    loader = ctx.eval_loader(dist.shard(pool))
+    for images, idx in ctx.progress.track(loader, total=len(loader), description=description):
+        images = images.to(ctx.device, non_blocking=True)
+        out_scores.append(image_scores(images).float().cpu().numpy())
+        out_idx.append(np.asarray(idx))
+    local = (np.concatenate(out_idx) if out_idx else np.empty(0, np.int64),
+             np.concatenate(out_scores).astype(np.float64) if out_scores else np.empty(0))
+    return dist.gather_scores(*local)
+
+
+@torch.no_grad()
+def embed_pool(
+    ctx: AcquisitionContext, model: torch.nn.Module, indices: np.ndarray, description: str = "embedding pool"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Feature vectors (N×D float32, :func:`segal.models.embed`) of ``indices``, sorted by index, on every rank.
+
+    Each rank embeds its shard and all ranks gather every feature, so N×D floats must fit in host
+    memory on each rank (e.g. 45k × 512 floats = 92 MB).
+    """
+    from segal.models.base import embed
+
+    model.eval()
+    out_idx, feats = [], []
+    loader = ctx.eval_loader(dist.shard(np.asarray(indices, dtype=np.int64)))
+    for images, idx in ctx.progress.track(loader, total=len(loader), description=description):
+        images = images.to(ctx.device, non_blocking=True)
+        with autocast(ctx.device, ctx.amp):
+            f = embed(model, images)
+        feats.append(f.float().flatten(1).cpu().numpy())
+        out_idx.append(np.asarray(idx, dtype=np.int64))
+    parts = dist.all_gather_object((out_idx, feats))
+    idx_all = [i for p in parts for i in p[0]]
+    feat_all = [f for p in parts for f in p[1]]
+    if not idx_all:
+        return np.empty(0, np.int64), np.empty((0, 0), np.float32)
+    idx_cat, feat_cat = np.concatenate(idx_all), np.concatenate(feat_all).astype(np.float32, copy=False)
+    order = np.argsort(idx_cat, kind="stable")
+    return idx_cat[order], feat_cat[order]

@@ -1,0 +1,220 @@
+"""VAAL: losses against hand computation, a discriminator that separates two image distributions,
+determinism, checkpoint reuse, and the loop running VAAL with no task network consulted."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from segal.data.base import ClassSet, Dataset
+from segal.metrics import auroc
+from segal.models.vaal import (
+    VAE,
+    Discriminator,
+    adversarial_loss,
+    discriminator_loss,
+    kl_divergence,
+    vae_loss,
+)
+from segal.strategies import STRATEGIES
+from segal.strategies.context import build_context
+
+
+# ---------------------------------------------------------------- losses, by hand
+def test_kl_reductions_by_hand():
+    mu = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    logvar = torch.tensor([[0.0, math.log(2.0)], [0.0, 0.0]])
+    # per element: -0.5 * (1 + logvar - mu^2 - exp(logvar))
+    per = [[0.5, -0.5 * (1 + math.log(2) - 2)], [0.0, 2.0]]
+    assert kl_divergence(mu, logvar, "sum").item() == pytest.approx(sum(map(sum, per)))
+    assert kl_divergence(mu, logvar, "mean").item() == pytest.approx(sum(map(sum, per)) / 2)
+
+
+def test_bce_modes_agree_where_both_are_exact_and_paper_clamps():
+    logits = torch.tensor([2.0, -1.0])
+    expected_ones = -(math.log(1 / (1 + math.exp(-2))) + math.log(1 / (1 + math.exp(1)))) / 2
+    expected_zeros = -(math.log(1 - 1 / (1 + math.exp(-2))) + math.log(1 - 1 / (1 + math.exp(1)))) / 2
+    for mode in ("paper", "fixed"):
+        a = adversarial_loss(logits, logits, mode).item()
+        d = discriminator_loss(logits, logits, mode).item()
+        assert a == pytest.approx(2 * expected_ones, rel=1e-5)
+        assert d == pytest.approx(expected_ones + expected_zeros, rel=1e-5)
+    # a saturated logit: BCELoss on a sigmoid clamps log at -100, BCEWithLogits stays exact
+    big = torch.tensor([200.0])
+    assert discriminator_loss(big, big, "paper").item() == pytest.approx(100.0)
+    assert discriminator_loss(big, big, "fixed").item() == pytest.approx(200.0, rel=1e-4)
+
+
+def test_vae_loss_is_mse_plus_beta_kl():
+    x = torch.zeros(2, 3, 2, 2)
+    recon = torch.ones(2, 3, 2, 2) * 0.5
+    mu, logvar = torch.ones(2, 4), torch.zeros(2, 4)  # KL per element 0.5
+    assert vae_loss(x, recon, mu, logvar, 2.0, "sum").item() == pytest.approx(0.25 + 2.0 * 4.0)
+    assert vae_loss(x, recon, mu, logvar, 2.0, "mean").item() == pytest.approx(0.25 + 2.0 * 2.0)
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_vae_shapes_follow_the_authors_at_32_and_generalise(size):
+    vae = VAE(z_dim=8, size=size, width=8)
+    recon, z, mu, logvar = vae(torch.randn(2, 3, size, size))
+    assert recon.shape == (2, 3, size, size) and mu.shape == z.shape == logvar.shape == (2, 8)
+    assert vae.fc_mu.in_features == 64 * (size // 16) ** 2
+    paper = VAE(z_dim=32, size=32)  # the authors' 32×32 VAE: 1024×2×2 → z, z → 1024×4×4
+    assert paper.fc_mu.in_features == 4096 and paper.fc_dec.out_features == 1024 * 16
+    assert len([m for m in Discriminator(32, 5).modules() if isinstance(m, torch.nn.Linear)]) == 5
+    with pytest.raises(ValueError):
+        VAE(size=40)
+
+
+def test_auroc_by_hand_with_ties():
+    assert auroc([0.9, 0.8], [0.1, 0.8]) == pytest.approx(3.5 / 4)
+    assert auroc([1, 2, 3], [4, 5]) == 0.0
+    assert math.isnan(auroc([], [1.0]))
+
+
+# ---------------------------------------------------------------- two visibly different distributions
+class TwoLooks(Dataset):
+    """Index < split: dark, textured 'street' images; index >= split: bright, smooth 'snow' images."""
+
+    task = "classification"
+    classes = ClassSet(("a", "b"), ((0, 0, 0), (255, 255, 255)))
+
+    def __init__(self, n: int, split: int):
+        self.n, self.split = n, split
+
+    def __len__(self):
+        return self.n
+
+    def image_id(self, i):
+        return f"img{i:03d}"
+
+    def load_image(self, i):
+        rng = np.random.default_rng(i)
+        if i < self.split:
+            return rng.normal(60, 30, (32, 32, 3)).clip(0, 255).astype(np.uint8)
+        return np.full((32, 32, 3), 200, np.uint8) + rng.integers(0, 20, (32, 32, 3), dtype=np.uint8)
+
+    def load_target(self, i):
+        return int(i >= self.split)
+
+
+def _vaal(**params):
+    base = dict(image_size=32, z_dim=8, width=8, batch_size=8, steps=60, holdout=0.0)
+    return STRATEGIES.get("vaal")(STRATEGIES.get("vaal").Params(**(base | params)))
+
+
+def _context(pool, labeled, unlabeled, budget, workdir):
+    return build_context(pool, labeled, budget, unlabeled=unlabeled, image_size=[32, 32], num_classes=2,
+                         seed=3, workdir=workdir, batch_size=8)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_discriminator_separates_distributions_and_vaal_picks_the_unseen_one(tmp_path, seed):
+    # pool: 0..47 look A, 48..95 look B; labeled = 24 A; unlabeled = 4 A + 24 B; the rest never seen.
+    # A small adversary weight keeps the VAE from winning the game outright on such an easy shift.
+    pool = TwoLooks(96, split=48)
+    labeled, unlabeled = np.arange(24), np.r_[np.arange(24, 28), np.arange(48, 72)]
+    ctx = build_context(pool, labeled, 8, unlabeled=unlabeled, image_size=[32, 32], num_classes=2, seed=seed,
+                        workdir=tmp_path, batch_size=16)
+    strategy = _vaal(steps=100, batch_size=16, adversary_weight=0.1)
+    selection = strategy.select(ctx)
+    assert len(set(selection.indices.tolist())) == 8 and (selection.indices >= 48).all()
+    vae, disc = strategy.build()
+    strategy._load(tmp_path / "vaal.pt", vae, disc)
+    # images the VAE never saw: 28..47 (look A) vs 72..95 (look B)
+    _, s_a = strategy.score(ctx, vae, disc, np.arange(28, 48))
+    _, s_b = strategy.score(ctx, vae, disc, np.arange(72, 96))
+    assert auroc(s_a, s_b) > 0.9
+    d = selection.diagnostics
+    assert d["mode"] == "fixed" and d["kl_reduction"] == "mean" and d["auroc_on"] == "train" and d["steps"] == 100
+    assert d["auroc"] > 0.8
+    assert sum(d["pool_score_histogram"]["counts"]) == len(unlabeled)
+
+
+def test_paper_mode_uses_the_authors_arithmetic(tmp_path):
+    pool = TwoLooks(40, split=20)
+    ctx = build_context(pool, np.arange(10), 4, image_size=[32, 32], num_classes=2, seed=0, workdir=tmp_path,
+                        batch_size=8)
+    sel = _vaal(mode="paper", steps=5).select(ctx)
+    assert sel.diagnostics["mode"] == "paper" and sel.diagnostics["kl_reduction"] == "sum"
+    assert len(set(sel.indices.tolist())) == 4
+
+
+def test_selection_is_deterministic_and_resumes_from_checkpoint(tmp_path, monkeypatch):
+    pool = TwoLooks(60, split=40)
+    labeled, unlabeled = np.arange(0, 60, 3), np.setdiff1d(np.arange(60), np.arange(0, 60, 3))
+    a = _vaal(holdout=0.2).select(_context(pool, labeled, unlabeled, 6, tmp_path / "a"))
+    b = _vaal(holdout=0.2).select(_context(pool, labeled, unlabeled, 6, tmp_path / "b"))
+    assert a.indices.tolist() == b.indices.tolist()
+    assert np.allclose(a.scores, b.scores)
+    assert a.diagnostics["auroc_on"] == "holdout" and a.diagnostics["auroc_labeled"] == 4
+
+    strategy = _vaal(holdout=0.2)
+    monkeypatch.setattr(strategy, "train", lambda *args: pytest.fail("retrained despite a checkpoint"))
+    again = strategy.select(_context(pool, labeled, unlabeled, 6, tmp_path / "a"))
+    assert again.indices.tolist() == a.indices.tolist() and again.diagnostics["resumed_from_checkpoint"]
+
+
+def test_scoring_modes_fixed_is_batch_independent_paper_is_not(tmp_path):
+    pool = TwoLooks(40, split=20)
+    ctx = _context(pool, np.arange(10), np.arange(10, 40), 4, tmp_path)
+    for mode, independent in (("fixed", True), ("paper", False)):
+        strategy = _vaal(mode=mode)
+        vae, disc = strategy.build()
+        strategy.train(ctx, vae, disc, np.arange(10), np.arange(10, 40))
+        strategy.params.batch_size = 4
+        _, small = strategy.score(ctx, vae, disc, np.arange(10, 40))
+        strategy.params.batch_size = 30
+        _, large = strategy.score(ctx, vae, disc, np.arange(10, 40))
+        assert np.allclose(small, large, atol=1e-5) == independent
+
+
+def test_diversity_step_picks_spread_candidates(tmp_path):
+    pool = TwoLooks(60, split=30)
+    ctx = _context(pool, np.arange(10), np.arange(10, 60), 5, tmp_path)
+    sel = _vaal(diversity_factor=3).select(ctx)
+    assert len(set(sel.indices.tolist())) == 5 and np.isin(sel.indices, ctx.unlabeled).all()
+    plain = _vaal().select(_context(pool, np.arange(10), np.arange(10, 60), 15, tmp_path / "p"))
+    # the diverse picks come from the 15 lowest-scored candidates
+    assert set(sel.indices.tolist()) <= set(plain.indices.tolist())
+
+
+def test_bad_params_are_user_errors(tmp_path):
+    from segal.errors import UserError
+
+    pool = TwoLooks(20, split=10)
+    ctx = _context(pool, np.arange(5), np.arange(5, 20), 2, tmp_path)
+    for bad in ({"image_size": 40}, {"holdout": 1.0}, {"diversity_factor": 1}):
+        with pytest.raises(UserError):
+            _vaal(**bad).select(ctx)
+
+
+def test_loop_runs_vaal_without_consulting_the_task_network(tmp_path, monkeypatch):
+    import json
+
+    from segal.config import Recipe, from_dict
+    from segal.loop import ActiveLoop
+    from segal.runs import start_run
+    from tests.tiny import tiny_recipe
+
+    recipe = from_dict(Recipe, tiny_recipe(tmp_path, strategy="vaal", cycles=1, strategy_params={
+        "image_size": 32, "z_dim": 8, "width": 8, "batch_size": 4, "steps": 5}), "test")
+    run = start_run(recipe, "test")
+    loop = ActiveLoop(run)
+    seen = []
+    real = STRATEGIES.get("vaal").select
+
+    def spy(self, ctx):
+        seen.append(ctx.model)
+        return real(self, ctx)
+
+    monkeypatch.setattr(STRATEGIES.get("vaal"), "select", spy)
+    loop.run_loop()
+    assert seen == [None]  # the task network is never handed to VAAL
+    queries = json.loads((run.cycle_dir(0) / "queries.json").read_text())
+    assert queries["strategy"] == "vaal" and len(queries["indices"]) == 4
+    assert "auroc" in queries["diagnostics"] and "class_histogram" in queries["diagnostics"]
+    assert (run.cycle_dir(0) / "vaal.pt").exists()

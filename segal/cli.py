@@ -83,6 +83,8 @@ _EVENT_TEXT = {
     "evaluated": "cycle {cycle}: evaluated with {labeled} labeled images",
     "acquired": "cycle {cycle}: acquired {count} images in {seconds}s",
     "labeled": "cycle {cycle}: {count} images labeled by the {oracle} oracle",
+    "sweep_run": "sweep {index}/{total}: [bold]{strategy}[/] seed {seed} → {dir}",
+    "sweep_skip": "sweep {index}/{total}: {strategy} seed {seed} already finished, skipped",
     "awaiting_labels": "cycle {cycle}: {pending} images wait for labels — run `segal export`, label them, then `segal import`",
 }
 
@@ -99,6 +101,35 @@ def results_table(title: str, rows) -> Table:
     return table
 
 
+def add_recipe_overrides(p: argparse.ArgumentParser) -> None:
+    """Options shared by `acquire` and `sweep` that override recipe keys."""
+    p.add_argument("--data-root", help="dataset root (overrides data.root)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--cycles", type=int, help="number of acquisitions (overrides active.final)")
+    p.add_argument("--oracle", choices=["simulated", "human"])
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--steps", type=int, help="optimiser steps per cycle instead of epochs")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"))
+    p.add_argument("--quiet", action="store_true")
+
+
+def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "data.root": args.data_root, "device": args.device, "active.cycles": args.cycles, "active.oracle": args.oracle,
+        "train.epochs": args.epochs, "train.steps": args.steps, "data.image_size": args.image_size,
+    }
+
+
+def _split(text: str, what: str, cast=str) -> list:
+    try:
+        items = [cast(t.strip()) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"bad {what} list {text!r}", fix=f"write a comma-separated list, e.g. --{what} 0,1,2") from None
+    if not items:
+        raise UserError(f"empty {what} list", fix=f"e.g. --{what} 0,1,2")
+    return items
+
+
 # ---------------------------------------------------------------------- commands
 
 def cmd_acquire(args: argparse.Namespace) -> int:
@@ -109,9 +140,7 @@ def cmd_acquire(args: argparse.Namespace) -> int:
     from segal.runs import start_run
 
     overrides = {
-        "data.root": args.data_root, "output_dir": args.output_dir, "seed": args.seed, "device": args.device,
-        "active.cycles": args.cycles, "active.strategy": args.strategy, "active.oracle": args.oracle,
-        "train.epochs": args.epochs, "train.steps": args.steps, "data.image_size": args.image_size,
+        **recipe_overrides(args), "output_dir": args.output_dir, "seed": args.seed, "active.strategy": args.strategy,
     }
     recipe = load_recipe(args.recipe, overrides)
     distributed = init_from_env(resolve_device(recipe.device))  # under torchrun: join the group
@@ -163,7 +192,21 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from segal.report import report
 
-    report([Path(p) for p in args.run_dirs], Path(args.out) if args.out else None, console=out)
+    report([Path(p) for p in args.run_dirs], Path(args.out) if args.out else None, console=out, target=args.target)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from segal.sweep import sweep
+
+    strategies = _split(args.strategies, "strategies")
+    seeds = _split(args.seeds, "seeds", int)
+    progress = RichProgress(console, quiet=args.quiet)
+    try:
+        sweep(args.recipe, strategies, seeds, Path(args.out), recipe_overrides(args), progress,
+              target=args.target, console=out)
+    finally:
+        progress.close()
     return 0
 
 
@@ -184,18 +227,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("acquire", help="run (or resume) the active-learning loop of a recipe")
     p.add_argument("recipe", help="recipe YAML, e.g. recipes/demo.yaml")
-    p.add_argument("--data-root", help="dataset root (overrides data.root)")
     p.add_argument("--output-dir", help="run directory (default runs/<name>)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--cycles", type=int, help="number of acquisitions (overrides active.final)")
     p.add_argument("--strategy", help="acquisition strategy (see `segal strategies`)")
-    p.add_argument("--oracle", choices=["simulated", "human"])
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--steps", type=int, help="optimiser steps per cycle instead of epochs")
-    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"))
-    p.add_argument("--quiet", action="store_true")
+    add_recipe_overrides(p)
     p.set_defaults(func=cmd_acquire)
+
+    p = sub.add_parser("sweep", help="run (or resume) a strategies × seeds grid of a recipe, then report")
+    p.add_argument("recipe", help="recipe YAML, e.g. recipes/demo.yaml")
+    p.add_argument("--strategies", required=True, help="comma-separated, NAME or NAME:MODE, e.g. random,entropy,vaal:paper")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (default 0)")
+    p.add_argument("--out", required=True, help="folder for the runs (<strategy>-seed<seed>) and report/")
+    p.add_argument("--target", type=float, default=0.95, help="report the budget reaching this share of the best final score")
+    add_recipe_overrides(p)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("evaluate", help="re-evaluate every cycle's checkpoint of a run")
     p.add_argument("run_dir")
@@ -216,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="curves and tables from run directories")
     p.add_argument("run_dirs", nargs="+")
-    p.add_argument("--out", help="output folder (default: the common parent of the runs)")
+    p.add_argument("--out", help="output folder (default: <common parent of the runs>/report)")
+    p.add_argument("--target", type=float, default=0.95, help="report the budget reaching this share of the best final score")
     p.set_defaults(func=cmd_report)
 
     for name in ("strategies", "datasets", "models"):

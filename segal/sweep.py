@@ -1,0 +1,101 @@
+"""A strategies × seeds grid of runs of one recipe, then a report comparing them.
+
+Runs go one after another through the same code path as ``segal acquire`` (``start_run`` +
+``ActiveLoop``), each in ``<out>/<strategy>[-<mode>]-seed<seed>``.  Re-running the same sweep skips
+finished runs without opening their data and resumes an interrupted one from its last atomic step,
+so a sweep killed at any moment is continued by running it again.
+
+A strategy may carry a mode, ``vaal:paper``: strategy ``vaal`` with ``strategy_params.mode: paper``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from segal.config import load_recipe, plan_budgets
+from segal.errors import UserError
+from segal.pool import PoolState
+from segal.strategies.base import Progress
+
+_NAME = re.compile(r"^[A-Za-z0-9_.]+(:[A-Za-z0-9_.]+)?$")
+
+
+def parse_strategy(spec: str) -> tuple[str, str | None]:
+    """``"vaal:paper"`` → ``("vaal", "paper")``; ``"entropy"`` → ``("entropy", None)``."""
+    spec = spec.strip()
+    if not _NAME.match(spec):
+        raise UserError(f"bad strategy {spec!r}", fix="write NAME or NAME:MODE, e.g. random,entropy,vaal:paper")
+    name, _, mode = spec.partition(":")
+    return name, mode or None
+
+
+def run_name(spec: str, seed: int) -> str:
+    name, mode = parse_strategy(spec)
+    return f"{name}-{mode}-seed{seed}" if mode else f"{name}-seed{seed}"
+
+
+def _params(spec: str, recipe_strategy: str, recipe_params: dict[str, Any],
+            extra: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The recipe's params apply only to its own strategy; then per-name, per-spec params, then the mode."""
+    name, mode = parse_strategy(spec)
+    params = dict(recipe_params) if name == recipe_strategy else {}
+    params.update(extra.get(name, {}))
+    if spec != name:
+        params.update(extra.get(spec, {}))
+    if mode is not None:
+        params["mode"] = mode
+    return params
+
+
+def is_finished(run_dir: Path, recipe) -> bool:
+    """The run reached its last budget and the recipe asks for no more (checked without loading data)."""
+    state_path = run_dir / "state.json"
+    if not state_path.is_file():
+        return False
+    state = PoolState.load(state_path)
+    return state.stage == "done" and plan_budgets(recipe.active, state.size, str(run_dir / "recipe.yaml")) == state.budgets
+
+
+def sweep(recipe_path: str | Path, strategies: list[str], seeds: list[int], out_root: Path, overrides: dict[str, Any],
+          progress: Progress | None = None, strategy_params: dict[str, dict[str, Any]] | None = None, *,
+          target: float = 0.95, console=None) -> list[Path]:
+    """Run (or resume) every strategy × seed, then write the report to ``out_root/report``; return the run dirs."""
+    from segal.loop import ActiveLoop, make_strategy
+    from segal.report import report
+    from segal.runs import start_run
+
+    progress = progress or Progress()
+    if not strategies or not seeds:
+        raise UserError("a sweep needs at least one strategy and one seed", fix="e.g. --strategies random,entropy --seeds 0,1,2")
+    if len(set(strategies)) != len(strategies) or len(set(seeds)) != len(seeds):
+        raise UserError("repeated strategy or seed in the sweep", fix="list each strategy and seed once")
+    for spec in strategies:
+        parse_strategy(spec)
+    out_root = Path(out_root)
+    base = load_recipe(recipe_path, overrides)
+    if base.active.oracle != "simulated":
+        raise UserError("a sweep needs the simulated oracle", path=recipe_path, fix="set active.oracle: simulated")
+    plan = []
+    for spec in strategies:  # build and check every recipe before any training starts
+        name, _ = parse_strategy(spec)
+        params = _params(spec, base.active.strategy, base.active.strategy_params, strategy_params or {})
+        for seed in seeds:
+            run_dir = out_root / run_name(spec, seed)
+            recipe = load_recipe(recipe_path, {**overrides, "seed": seed, "output_dir": str(run_dir),
+                                               "active.strategy": name, "active.strategy_params": params})
+            make_strategy(recipe, str(recipe_path))  # unknown names and bad params fail here, not mid-sweep
+            plan.append((spec, seed, recipe))
+    run_dirs = []
+    for k, (spec, seed, recipe) in enumerate(plan, 1):
+        run = start_run(recipe, str(recipe_path))  # refuses a directory that holds another experiment
+        run_dirs.append(run.dir)
+        fields = {"index": k, "total": len(plan), "strategy": spec, "seed": seed, "dir": str(run.dir)}
+        if is_finished(run.dir, recipe):
+            progress.log("sweep_skip", **fields)
+            continue
+        progress.log("sweep_run", **fields)
+        ActiveLoop(run, progress).run_loop()
+    report(run_dirs, out_root / "report", console=console, target=target)
+    return run_dirs

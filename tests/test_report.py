@@ -1,0 +1,302 @@
+"""`segal report` on hand-made run directories with known numbers, in a headless browser, and `segal sweep`."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import dataclasses
+import json
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+import yaml
+
+import tests.tiny  # noqa: F401  (registers tiny-seg)
+from segal.cli import main
+from segal.errors import UserError
+from segal.report import report
+from segal.sweep import parse_strategy, run_name, sweep
+from tests.tiny import tiny_recipe
+
+S2 = math.sqrt(2)
+FRACTIONS = [0.1, 0.2, 0.4]
+CURVES = {  # strategy -> seed -> mIoU at FRACTIONS
+    "random": {0: [0.40, 0.50, 0.60], 1: [0.44, 0.54, 0.62]},
+    "entropy": {0: [0.40, 0.56, 0.70], 1: [0.42, 0.60, 0.74]},
+}
+
+
+def make_run(root: Path, name: str, strategy: str, seed: int, values: list[float], fractions=FRACTIONS,
+             mode: str | None = None, per_class: list[dict] | None = None, queries: list[dict] | None = None) -> Path:
+    run = root / name
+    params = {"mode": mode} if mode else {}
+    recipe = {"name": "hand", "seed": seed, "data": {"dataset": "camvid"},
+              "model": {"name": "deeplabv3plus", "encoder": "resnet18"},
+              "active": {"strategy": strategy, "strategy_params": params}}
+    run.mkdir(parents=True)
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    for k, (f, v) in enumerate(zip(fractions, values, strict=True)):
+        cdir = run / "cycles" / str(k)
+        cdir.mkdir(parents=True)
+        metrics = {"miou": v, "per_class_iou": (per_class or [{}] * len(values))[k], "cycle": k,
+                   "labeled": round(f * 100), "pool": 100, "fraction": f, "strategy": strategy, "seed": seed,
+                   "train_seconds": 1.0}
+        (cdir / "metrics.json").write_text(json.dumps(metrics))
+        if queries and k < len(queries):
+            (cdir / "queries.json").write_text(json.dumps({"cycle": k, "seconds": 2.0, "diagnostics": queries[k]}))
+    return run
+
+
+@pytest.fixture
+def hand_runs(tmp_path) -> list[Path]:
+    return [make_run(tmp_path / "runs", f"{s}-seed{seed}", s, seed, v) for s, seeds in CURVES.items()
+            for seed, v in seeds.items()]
+
+
+def summary_of(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_means_std_auc_gain_match_hand_computation(tmp_path, hand_runs):
+    out = report(hand_runs, tmp_path / "out")
+    s = summary_of(out)
+    assert s["metric"] == "miou" and s["seeds"] == 2 and s["fractions"] == FRACTIONS
+    assert list(s["strategies"]) == ["random", "entropy"]  # random first: it is the reference
+    rnd, ent = s["strategies"]["random"], s["strategies"]["entropy"]
+    assert [p["mean"] for p in rnd["curve"]] == pytest.approx([0.42, 0.52, 0.61])
+    assert [p["std"] for p in rnd["curve"]] == pytest.approx([0.04 / S2, 0.04 / S2, 0.02 / S2])  # ddof=1
+    assert [p["mean"] for p in ent["curve"]] == pytest.approx([0.41, 0.58, 0.72])
+    assert [p["std"] for p in ent["curve"]] == pytest.approx([0.02 / S2, 0.04 / S2, 0.04 / S2])
+    assert [p["n"] for p in ent["curve"]] == [2, 2, 2]
+    # trapezoid over [0.1, 0.2, 0.4] divided by the 0.3 range
+    assert rnd["auc"] == pytest.approx((0.1 * (0.42 + 0.52) / 2 + 0.2 * (0.52 + 0.61) / 2) / 0.3)
+    assert ent["auc"] == pytest.approx((0.1 * (0.41 + 0.58) / 2 + 0.2 * (0.58 + 0.72) / 2) / 0.3)
+    assert rnd["auc_std"] == pytest.approx(abs(0.155 / 0.3 - 0.165 / 0.3) / S2)  # per-seed areas 0.5167, 0.55
+    # 95% of the best final mean (entropy, 0.72) = 0.684: entropy gets there at 40%, random never
+    assert s["best_final"] == {"strategy": "entropy", "mean": pytest.approx(0.72)}
+    assert s["threshold"] == pytest.approx(0.684)
+    assert ent["fraction_to_target"] == 0.4 and rnd["fraction_to_target"] is None
+    assert [g["gain"] for g in ent["gain_over_random"]] == pytest.approx([-0.01, 0.06, 0.11])
+    assert rnd["gain_over_random"] is None
+
+
+def test_lower_target_is_reached_earlier(tmp_path, hand_runs):
+    s = summary_of(report(hand_runs, tmp_path / "out", target=0.8))  # 0.8 × 0.72 = 0.576
+    assert s["strategies"]["entropy"]["fraction_to_target"] == 0.2  # 0.58 ≥ 0.576
+    assert s["strategies"]["random"]["fraction_to_target"] == 0.4  # 0.52 < 0.576 ≤ 0.61
+
+
+def test_single_seed_has_zero_std_and_unaligned_fractions_round(tmp_path):
+    a = make_run(tmp_path, "a", "random", 0, [0.3, 0.5], fractions=[0.1, 0.2])
+    b = make_run(tmp_path, "b", "random", 1, [0.5, 0.7], fractions=[0.100004, 0.2])  # same budget at 4 decimals
+    c = make_run(tmp_path, "c", "margin", 0, [0.4], fractions=[0.1])
+    s = summary_of(report([a, b, c], tmp_path / "out"))
+    rnd, margin = s["strategies"]["random"], s["strategies"]["margin"]
+    assert [p["fraction"] for p in rnd["curve"]] == [0.1, 0.2]
+    assert [p["mean"] for p in rnd["curve"]] == pytest.approx([0.4, 0.6])
+    assert margin["curve"][0]["std"] == 0.0 and margin["curve"][0]["n"] == 1
+    # AUC over the budgets every strategy reached (only 10%): the value there
+    assert s["common_fractions"] == [0.1]
+    assert rnd["auc"] == pytest.approx(0.4) and margin["auc"] == pytest.approx(0.4)
+
+
+def test_per_class_and_diagnostics_and_vaal_modes(tmp_path):
+    pc0 = [{"road": 0.2, "pole": None}, {"road": 0.5, "pole": 0.1}]
+    pc1 = [{"road": 0.4, "pole": 0.6}, {"road": 0.7, "pole": None}]
+    q0 = [{"auroc": 0.6, "class_histogram": {"road": 0.25, "pole": 0.75}}]
+    q1 = [{"auroc": 0.8, "class_histogram": {"road": 0.75, "pole": 0.25}}]
+    runs = [
+        make_run(tmp_path, "vaal-paper-seed0", "vaal", 0, [0.3, 0.4], [0.1, 0.2], "paper", pc0, q0),
+        make_run(tmp_path, "vaal-paper-seed1", "vaal", 1, [0.3, 0.4], [0.1, 0.2], "paper", pc1, q1),
+        make_run(tmp_path, "vaal-seed0", "vaal", 0, [0.3, 0.5], [0.1, 0.2]),
+    ]
+    out = report(runs, tmp_path / "out")
+    s = summary_of(out)
+    assert sorted(s["strategies"]) == ["vaal", "vaal (paper)"]
+    paper = s["strategies"]["vaal (paper)"]
+    assert paper["mode"] == "paper" and paper["seeds"] == [0, 1]
+    assert paper["per_class"][0]["classes"] == {"road": pytest.approx(0.3), "pole": pytest.approx(0.6)}  # None skipped
+    assert paper["per_class"][1]["classes"] == {"road": pytest.approx(0.6), "pole": pytest.approx(0.1)}
+    (d,) = paper["diagnostics"]
+    assert d["cycle"] == 0 and d["fraction"] == 0.1 and d["n"] == 2
+    assert d["auroc"] == pytest.approx(0.7)
+    assert d["class_histogram"] == {"road": pytest.approx(0.5), "pole": pytest.approx(0.5)}
+    assert s["strategies"]["vaal"]["diagnostics"] == []
+    page = (out / "report.html").read_text()
+    assert "discriminator AUROC" in page and "0.700" in page and "vaal (paper)" in page
+    assert "Per-class IoU" in page and "<th>pole</th>" in page
+
+
+def test_default_mode_is_not_a_separate_group(tmp_path):
+    from segal.strategies import STRATEGIES
+
+    if "vaal" not in STRATEGIES:
+        pytest.skip("the vaal strategy is not registered in this checkout")
+    default = next(f.default for f in dataclasses.fields(STRATEGIES.get("vaal").Params) if f.name == "mode")
+    runs = [make_run(tmp_path, "a", "vaal", 0, [0.3], [0.1], mode=default), make_run(tmp_path, "b", "vaal", 1, [0.5], [0.1])]
+    assert list(summary_of(report(runs, tmp_path / "out"))["strategies"]) == ["vaal"]
+
+
+def test_files_png_csv_md_html(tmp_path, hand_runs):
+    out = report(hand_runs, tmp_path / "out")
+    image = matplotlib.image.imread(out / "curves.png")
+    assert image.shape[0] >= 300 and image.shape[1] >= 400
+    assert image[..., :3].std() > 0.05  # lines and text, not a blank canvas
+    rows = list(csv.reader((out / "table.csv").open()))
+    assert rows[0] == ["labeled_percent", "random mean", "random std", "random n",
+                       "entropy mean", "entropy std", "entropy n"]
+    assert [float(v) for v in rows[3][4:6]] == pytest.approx([72.0, 4 / S2], abs=1e-4)
+    md = (out / "table.md").read_text()
+    assert "| 40.00 | 61.00 ± 1.41 | 72.00 ± 2.83 |" in md
+    page = (out / "report.html").read_text()
+    embedded = re.search(r'<img id="curves"[^>]*src="data:image/png;base64,([^"]+)"', page).group(1)
+    assert base64.b64decode(embedded) == (out / "curves.png").read_bytes()
+    assert '<table id="results">' in page
+    assert not re.search(r'(src|href)="(?!data:)', page) and "<link" not in page and "@import" not in page
+
+
+def test_parent_dir_is_searched_and_default_out(tmp_path, hand_runs):
+    root = tmp_path / "runs"
+    out = report([root])
+    assert out == root.resolve() / "report"
+    assert len(summary_of(out)["strategies"]["random"]["runs"]) == 2
+    again = report([root])  # the report folder itself is not mistaken for a run
+    assert summary_of(again)["strategies"]["entropy"]["curve"][2]["n"] == 2
+
+
+def test_errors_are_user_errors(tmp_path, hand_runs):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="holds none"):
+        report([tmp_path / "empty"], tmp_path / "o")
+    with pytest.raises(UserError, match="no such run directory"):
+        report([tmp_path / "missing"])
+    bare = tmp_path / "bare"
+    (bare / "cycles" / "0").mkdir(parents=True)
+    (bare / "recipe.yaml").write_text("name: x\n")
+    with pytest.raises(UserError, match="no evaluated cycle"):
+        report([hand_runs[0], bare], tmp_path / "o")
+    acc = make_run(tmp_path, "acc", "random", 0, [0.5], fractions=[0.1])
+    m = acc / "cycles" / "0" / "metrics.json"
+    m.write_text(json.dumps({**{k: v for k, v in json.loads(m.read_text()).items() if k != "miou"}, "accuracy": 0.5}))
+    with pytest.raises(UserError, match="mix segmentation"):
+        report([hand_runs[0], acc], tmp_path / "o")
+    with pytest.raises(UserError):
+        report([], tmp_path / "o")
+
+
+def test_cli_report_with_target(tmp_path, hand_runs, capsys):
+    code = main(["report", *map(str, hand_runs), "--out", str(tmp_path / "cli"), "--target", "0.8"])
+    assert code == 0
+    assert summary_of(tmp_path / "cli")["target"] == 0.8
+    assert "entropy" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "nothing-here")]) == 2
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium) — browser check skipped")
+def test_report_renders_in_headless_chromium(tmp_path, hand_runs):
+    out = report(hand_runs, tmp_path / "out")
+    url = (out / "report.html").resolve().as_uri()
+    flags = [CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--virtual-time-budget=2000",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    table = re.search(r'<table id="results">.*?</table>', dom, re.S).group(0)
+    body_rows = re.findall(r"<tr><td>(.*?)</td>", table)
+    assert body_rows == ["10.00", "20.00", "40.00"]
+    assert "72.00 ± 2.83" in table
+    img = re.search(r'<img[^>]*id="curves"[^>]*>', dom).group(0)
+    width = int(re.search(r'data-rendered-width="(\d+)"', img).group(1))  # set by the page's script on load
+    assert width == matplotlib.image.imread(out / "curves.png").shape[1]
+
+    shot = tmp_path / "shot.png"
+    subprocess.run([*flags, "--window-size=1200,900", f"--screenshot={shot}", url], capture_output=True, timeout=120)
+    pixels = matplotlib.image.imread(shot)[..., :3]
+    assert pixels.shape[:2] == (900, 1200)
+    # the curve's coloured lines are on screen: matplotlib's default blue (#1f77b4) appears
+    blue = np.abs(pixels - np.array([0x1F, 0x77, 0xB4]) / 255).max(axis=-1) < 0.08
+    assert blue.sum() > 100
+
+
+# ---------------------------------------------------------------------------- sweep
+
+def test_strategy_specs():
+    assert parse_strategy("vaal:paper") == ("vaal", "paper") and parse_strategy("entropy") == ("entropy", None)
+    assert run_name("vaal:paper", 0) == "vaal-paper-seed0" and run_name("random", 3) == "random-seed3"
+    with pytest.raises(UserError):
+        parse_strategy("vaal:paper:x")
+
+
+def write_tiny_recipe(tmp_path: Path) -> Path:
+    data = tiny_recipe(tmp_path)
+    data["active"]["cycles"] = 1
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_sweep_unknown_strategy_fails_before_training(tmp_path):
+    with pytest.raises(UserError, match="unknown strategy 'nope'"):
+        sweep(write_tiny_recipe(tmp_path), ["random", "nope"], [0], tmp_path / "sweep", {})
+    assert not (tmp_path / "sweep" / "random-seed0").exists()
+    # the mode reaches active.strategy_params: entropy has no `mode` parameter, so it is refused up front
+    with pytest.raises(UserError, match="active.strategy_params.mode"):
+        sweep(write_tiny_recipe(tmp_path), ["entropy:paper"], [0], tmp_path / "sweep", {})
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_strategy_params_belong_to_their_strategy():
+    from segal.sweep import _params
+
+    extra = {"vaal": {"latent_dim": 8}, "vaal:paper": {"epochs": 3}}
+    assert _params("vaal:paper", "vaal", {"beta": 1}, extra) == {"beta": 1, "latent_dim": 8, "epochs": 3, "mode": "paper"}
+    assert _params("vaal", "entropy", {"beta": 1}, extra) == {"latent_dim": 8}
+    assert _params("random", "vaal", {"beta": 1}, extra) == {}
+
+
+def test_cli_sweep_bad_lists_exit_2(tmp_path, capsys):
+    recipe = str(write_tiny_recipe(tmp_path))
+    assert main(["sweep", recipe, "--strategies", "random,nope", "--out", str(tmp_path / "s"), "--quiet"]) == 2
+    assert "unknown strategy 'nope'" in capsys.readouterr().err
+    assert main(["sweep", recipe, "--strategies", "random", "--seeds", "0,x", "--out", str(tmp_path / "s")]) == 2
+    assert "bad seeds list" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sweep_runs_grid_reports_and_rerun_retrains_nothing(tmp_path):
+    from segal.config import load_recipe
+    from segal.loop import ActiveLoop
+    from segal.runs import start_run
+
+    recipe = write_tiny_recipe(tmp_path)
+    out = tmp_path / "sweep"
+    # an interrupted run: only cycle 0 trained before the "kill"
+    overrides = {"train.steps": 2}
+    partial = load_recipe(recipe, {**overrides, "output_dir": str(out / "entropy-seed0")})
+    ActiveLoop(start_run(partial, str(recipe)), max_cycles=1).run_loop()
+    first_task = out / "entropy-seed0" / "cycles" / "0" / "task.pt"
+    first_mtime = first_task.stat().st_mtime_ns
+
+    dirs = sweep(recipe, ["random", "entropy"], [0], out, overrides)
+    assert [d.name for d in dirs] == ["random-seed0", "entropy-seed0"]
+    assert first_task.stat().st_mtime_ns == first_mtime  # resumed, not restarted
+    assert "resume" in (out / "entropy-seed0" / "log.jsonl").read_text()
+    s = summary_of(out / "report")
+    assert list(s["strategies"]) == ["random", "entropy"]
+    assert [p["fraction"] for p in s["strategies"]["entropy"]["curve"]] == [0.2, 0.3]  # 8 and 12 of 40
+    assert (out / "report" / "report.html").is_file()
+
+    tasks = sorted(out.glob("*/cycles/*/task.pt"))
+    assert len(tasks) == 4
+    before = {p: p.stat().st_mtime_ns for p in tasks}
+    logs = {d: (d / "log.jsonl").read_text() for d in dirs}
+    sweep(recipe, ["random", "entropy"], [0], out, overrides)
+    assert {p: p.stat().st_mtime_ns for p in tasks} == before
+    assert {d: (d / "log.jsonl").read_text() for d in dirs} == logs  # finished runs are skipped outright

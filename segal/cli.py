@@ -210,6 +210,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_select(args: argparse.Namespace) -> int:
+    from segal.select import select_images
+
+    progress = RichProgress(console, quiet=args.quiet)
+    try:
+        chosen, diagnostics = select_images(
+            Path(args.images), args.budget, labeled_file=Path(args.labeled) if args.labeled else None,
+            strategy=args.strategy, params=args.param, out=Path(args.out), seed=args.seed, device=args.device,
+            work_dir=Path(args.work_dir) if args.work_dir else None, progress=progress)
+    finally:
+        progress.close()
+    auroc = diagnostics.get("auroc")
+    extra = f" (discriminator AUROC {auroc:.3f})" if isinstance(auroc, float) else ""
+    out.print(f"chose {len(chosen)} images with {args.strategy}{extra}; ids written to {args.out}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from segal.data import DATASETS
     from segal.models import MODELS
@@ -242,6 +259,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_recipe_overrides(p)
     p.set_defaults(func=cmd_sweep)
 
+    p = sub.add_parser("select", help="choose images to label with a task-agnostic strategy (VAAL, random): no task network")
+    p.add_argument("images", help="folder of images (searched recursively)")
+    p.add_argument("--budget", type=int, required=True, help="how many images to choose")
+    p.add_argument("--labeled", help="text file of already-labeled image ids (paths relative to the folder), one per line")
+    p.add_argument("--strategy", default="vaal", help="a strategy that needs no task network (default vaal)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="strategy parameter, e.g. --param image_size=64 --param steps=2000 (YAML values)")
+    p.add_argument("--out", required=True, help="write the chosen ids here, one per line, most informative first")
+    p.add_argument("--work-dir", help="keep the strategy's checkpoints and image cache here (enables resume)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_select)
+
     p = sub.add_parser("evaluate", help="re-evaluate every cycle's checkpoint of a run")
     p.add_argument("run_dir")
     p.add_argument("--split", help="split to evaluate (default: the recipe's test split)")
@@ -250,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export the pending images with predicted masks for an annotation tool")
     p.add_argument("run_dir")
-    p.add_argument("--format", required=True, choices=["cvat-mask", "cvat-xml", "label-studio", "coco", "png"])
+    p.add_argument("--format", required=True, choices=["cvat-mask", "cvat-xml", "labelstudio", "coco", "png"])
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_export)
 

@@ -10,6 +10,7 @@ from segal.data import (  # noqa: F401  (registration)
     demo,
     folder,
     imagenet,
+    images,
 )
 from segal.data.base import DATASETS, ClassSet, Dataset
 

@@ -183,7 +183,7 @@ class VAALStrategy(Strategy):
                 scaler_disc.update()
             history["vae"].append(float(loss.detach()))
             history["disc"].append(float(d_loss.detach()))
-            history["recon_kl"].append(float(transductive))
+            history["recon_kl"].append(float(transductive.detach()))
             if not all(math.isfinite(v[-1]) for v in history.values()):
                 from segal.errors import UserError
 

@@ -215,9 +215,12 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
         raise UserError(f"malformed YAML{where}: {problem}", path=path, fix="fix the YAML syntax") from None
     if not isinstance(data, dict):
         raise UserError("a recipe must be a YAML mapping of keys", path=path, fix="see recipes/demo.yaml")
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    active = data.get("active") if isinstance(data.get("active"), dict) else {}
+    if ("active.strategy" in overrides and overrides["active.strategy"] != active.get("strategy")
+            and "active.strategy_params" not in overrides):
+        overrides["active.strategy_params"] = {}  # the recipe's parameters belong to its own strategy
+    for dotted, value in overrides.items():
         node = data
         *parents, leaf = dotted.split(".")
         for p in parents:

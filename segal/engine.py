@@ -181,8 +181,10 @@ def evaluate(
     if len(indices) == 0:
         raise UserError("the evaluation split is empty", fix="check data.test_split and the data root")
     indices = dist.shard(indices)  # each rank evaluates its share; the matrices are summed below
+    # Segmentation is scored at each mask's own resolution (logits upsampled bilinearly), as the
+    # official Cityscapes evaluator does, not on masks shrunk to the network's input size.
     loader = make_loader(dataset, indices, size=image_size, batch_size=batch_size, train=False,
-                         with_targets=True, num_workers=num_workers)
+                         with_targets=True, num_workers=num_workers, full_size_targets=dataset.task != "classification")
     num_classes = len(dataset.classes)
     cm = ConfusionMatrix(num_classes, dataset.classes.ignore_index)
     top5, seen = 0, 0
@@ -192,6 +194,11 @@ def evaluate(
         with autocast(device, amp):
             logits = model(images)
         logits = logits.float()
+        if isinstance(targets, list):  # masks of different sizes in one batch
+            for logit, target in zip(logits, targets, strict=True):
+                up = F.interpolate(logit[None], size=target.shape[-2:], mode="bilinear", align_corners=False)
+                cm.update(target, up.argmax(1).cpu())
+            continue
         if logits.shape[-2:] != targets.shape[-2:] and logits.ndim == 4:
             logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
         cm.update(targets, logits.argmax(1).cpu())

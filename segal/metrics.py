@@ -23,6 +23,9 @@ class ConfusionMatrix:
         prediction = prediction.reshape(-1).to(torch.int64)
         keep = (target != self.ignore_index) & (target >= 0) & (target < self.num_classes)
         n = self.num_classes
+        bad = keep & ((prediction < 0) | (prediction >= n))
+        if bad.any():  # would silently land in another class's cell of the flattened matrix
+            raise ValueError(f"predictions hold ids outside 0..{n - 1}: {sorted(set(prediction[bad].tolist()))[:8]}")
         counts = torch.bincount(n * target[keep] + prediction[keep], minlength=n * n)
         self.matrix += counts.reshape(n, n).cpu()
 

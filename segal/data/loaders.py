@@ -58,11 +58,13 @@ def train_transform(size: Sequence[int] | None, task: str, seed: int | None = No
 class PoolView(TorchDataset):
     """A transformed view of some pool indices, yielding ``(image, [target,] index)``."""
 
-    def __init__(self, dataset: Dataset, indices: Sequence[int], transform: A.Compose, with_targets: bool):
+    def __init__(self, dataset: Dataset, indices: Sequence[int], transform: A.Compose, with_targets: bool,
+                 full_size_targets: bool = False):
         self.dataset = dataset
         self.indices = np.asarray(indices, dtype=np.int64)
         self.transform = transform
         self.with_targets = with_targets
+        self.full_size_targets = full_size_targets  # evaluation: resize the image only, score at the mask's size
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -73,10 +75,20 @@ class PoolView(TorchDataset):
             image = self.dataset.load_image(index)
             return to_tensor(self.transform(image=image)["image"]), index
         image, target, _ = self.dataset[index]
+        if isinstance(target, np.ndarray) and self.full_size_targets:
+            return (to_tensor(self.transform(image=image)["image"]), torch.from_numpy(target.astype(np.int64)),
+                    index)
         if isinstance(target, np.ndarray):
             out = self.transform(image=image, mask=target)
             return to_tensor(out["image"]), torch.from_numpy(out["mask"].astype(np.int64)), index
         return to_tensor(self.transform(image=image)["image"]), int(target), index
+
+
+def _collate_ragged_targets(batch):
+    """Images share the network's size; full-size masks may differ between images (kept as a list then)."""
+    images, targets, indices = zip(*batch, strict=True)
+    same = all(t.shape == targets[0].shape for t in targets)
+    return torch.stack(images), (torch.stack(targets) if same else list(targets)), torch.tensor(indices)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -99,11 +111,12 @@ def make_loader(
     num_workers: int = 0,
     drop_last: bool = False,
     augment: bool | None = None,
+    full_size_targets: bool = False,
 ) -> DataLoader:
     """A loader over ``indices``: shuffled (and augmented unless ``augment=False``) when ``train``."""
     augment = train if augment is None else augment
     transform = train_transform(size, dataset.task, seed) if augment else eval_transform(size)
-    view = PoolView(dataset, indices, transform, with_targets)
+    view = PoolView(dataset, indices, transform, with_targets, full_size_targets)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         view,
@@ -113,6 +126,7 @@ def make_loader(
         num_workers=num_workers,
         worker_init_fn=_seed_worker,
         generator=generator,
+        collate_fn=_collate_ragged_targets if full_size_targets else None,
         persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
     )

@@ -158,6 +158,15 @@ def test_selection_is_deterministic_and_resumes_from_checkpoint(tmp_path, monkey
     assert again.indices.tolist() == a.indices.tolist() and again.diagnostics["resumed_from_checkpoint"]
 
 
+def test_corrupt_or_foreign_checkpoint_is_retrained_not_trusted(tmp_path):
+    pool = TwoLooks(30, split=15)
+    ctx = _context(pool, np.arange(10), np.arange(10, 30), 3, tmp_path)
+    (tmp_path / "vaal.pt").write_bytes(b"torn write")
+    first = _vaal(steps=3).select(ctx)
+    assert "resumed_from_checkpoint" not in first.diagnostics
+    assert _vaal(steps=3, z_dim=4).select(ctx).diagnostics.get("resumed_from_checkpoint") is None
+
+
 def test_scoring_modes_fixed_is_batch_independent_paper_is_not(tmp_path):
     pool = TwoLooks(40, split=20)
     ctx = _context(pool, np.arange(10), np.arange(10, 40), 4, tmp_path)

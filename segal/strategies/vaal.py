@@ -239,13 +239,15 @@ class VAALStrategy(Strategy):
     def _load(self, path, vae: VAE, disc: Discriminator) -> dict | None:
         if path is None or not path.exists():
             return None
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("params", {}).get("z_dim") != self.params.z_dim or \
-                state.get("params", {}).get("image_size") != self.params.image_size or \
-                state.get("params", {}).get("width") != self.params.width:
-            return None  # a checkpoint of another configuration is not reused
-        vae.load_state_dict(state["vae"])
-        disc.load_state_dict(state["disc"])
+        try:  # weights only: a checkpoint never unpickles arbitrary objects
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            saved = state.get("params", {})
+            if any(saved.get(k) != getattr(self.params, k) for k in ("z_dim", "image_size", "width", "disc_layers")):
+                return None  # a checkpoint of another configuration is not reused
+            vae.load_state_dict(state["vae"])
+            disc.load_state_dict(state["disc"])
+        except Exception:  # a torn or foreign file is only a cache miss: VAAL retrains
+            return None
         return state.get("info", {})
 
     # ------------------------------------------------------------------ selection

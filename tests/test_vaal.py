@@ -167,6 +167,20 @@ def test_corrupt_or_foreign_checkpoint_is_retrained_not_trusted(tmp_path):
     assert _vaal(steps=3, z_dim=4).select(ctx).diagnostics.get("resumed_from_checkpoint") is None
 
 
+def test_warm_start_loads_the_previous_cycle(tmp_path):
+    pool = TwoLooks(30, split=15)
+    (tmp_path / "0").mkdir()
+    (tmp_path / "1").mkdir()
+    ctx0 = _context(pool, np.arange(10), np.arange(10, 30), 3, tmp_path / "0")
+    _vaal(steps=3, warm_start=True).select(ctx0)
+    ctx1 = build_context(pool, np.arange(13), 3, image_size=[32, 32], num_classes=2, seed=3, cycle=1,
+                         workdir=tmp_path / "1", batch_size=8)
+    assert _vaal(steps=3, warm_start=True).select(ctx1).diagnostics["warm_started"] is True
+    cold = build_context(pool, np.arange(13), 3, image_size=[32, 32], num_classes=2, seed=3, cycle=1,
+                         workdir=tmp_path / "cold", batch_size=8)
+    assert _vaal(steps=3).select(cold).diagnostics["warm_started"] is False
+
+
 def test_scoring_modes_fixed_is_batch_independent_paper_is_not(tmp_path):
     pool = TwoLooks(40, split=20)
     ctx = _context(pool, np.arange(10), np.arange(10, 40), 4, tmp_path)

@@ -256,28 +256,18 @@ def _check_run(code: int, run_dir: Path, train_ids: list[str], strategy: str) ->
 
 
 @pytest.mark.parametrize("strategy", ["random", "vaal"])
-def test_cityscapes_recipe_two_cycles_on_fixture(strategy, fixtures, random_runs, tmp_path):
-    root, train_ids, _ = fixtures["cityscapes"]
+@pytest.mark.parametrize("dataset", ["cityscapes", "bdd100k"])
+def test_recipe_two_cycles_on_fixture(dataset, strategy, fixtures, random_runs, tmp_path):
+    root, train_ids, _ = fixtures[dataset]
     if strategy == "random":
-        code, out = random_runs("cityscapes")
+        code, out = random_runs(dataset)
     else:
         out = tmp_path / "run"
-        code = acquire("cityscapes", root, out, strategy)
+        code = acquire(dataset, root, out, strategy)
     _check_run(code, out, train_ids, strategy)
     if strategy == "vaal":
         diag = json.loads((out / "cycles" / "0" / "queries.json").read_text())["diagnostics"]
         assert diag["mode"] == "paper" and diag["z_dim"] == 8 and diag["image_size"] == 32
-
-
-@pytest.mark.parametrize("strategy", ["random", "vaal"])
-def test_bdd100k_recipe_two_cycles_on_fixture(strategy, fixtures, random_runs, tmp_path):
-    root, train_ids, _ = fixtures["bdd100k"]
-    if strategy == "random":
-        code, out = random_runs("bdd100k")
-    else:
-        out = tmp_path / "run"
-        code = acquire("bdd100k", root, out, strategy)
-    _check_run(code, out, train_ids, strategy)
 
 
 def test_strategy_flag_on_a_vaal_recipe(fixtures, tmp_path):

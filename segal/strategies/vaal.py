@@ -32,6 +32,7 @@ import torch
 
 from segal import distributed as dist
 from segal.device import autocast, grad_scaler
+from segal.errors import UserError
 from segal.metrics import auroc
 from segal.models.vaal import VAE, Discriminator, adversarial_loss, discriminator_loss, vae_loss
 from segal.pool import atomic_write_bytes
@@ -82,8 +83,6 @@ class VAALStrategy(Strategy):
         return ("sum" if self.paper else "mean") if r == "auto" else r
 
     def _validate(self, ctx: AcquisitionContext) -> None:
-        from segal.errors import UserError
-
         p = self.params
         if p.image_size < 16 or p.image_size % 16:
             raise UserError(f"VAAL image_size {p.image_size} is not a multiple of 16",
@@ -185,8 +184,6 @@ class VAALStrategy(Strategy):
             history["disc"].append(float(d_loss.detach()))
             history["recon_kl"].append(float(transductive.detach()))
             if not all(math.isfinite(v[-1]) for v in history.values()):
-                from segal.errors import UserError
-
                 raise UserError("VAAL training diverged (NaN loss)",
                                 fix="lower active.strategy_params.lr or beta (the authors needed lr 5e-6 on ImageNet)")
         tail = max(1, steps // 10)

@@ -21,6 +21,7 @@ from torch import nn
 
 from segal import distributed as dist
 from segal.config import TrainConfig
+from segal.crashpoints import crash_point
 from segal.data.base import Dataset
 from segal.data.loaders import make_loader
 from segal.device import autocast, grad_scaler
@@ -151,6 +152,7 @@ def train(
             scaler.update()
             running.append(loss.item())
             step += 1
+            crash_point("train.step")
         if running:
             last_loss = float(np.mean(running))
         if checkpoint is not None:
@@ -242,3 +244,4 @@ def predict_masks(
             h, w = dataset.load_image(index).shape[:2]
             up = F.interpolate(logit[None], size=(h, w), mode="bilinear", align_corners=False)[0]
             yield index, up.argmax(0).to(torch.uint8).cpu().numpy()
+        crash_point("predict.batch")

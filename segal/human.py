@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from segal.crashpoints import crash_point
 from segal.errors import UserError
 from segal.pool import atomic_write_bytes
 from segal.runs import open_run
@@ -78,8 +79,10 @@ def import_labels(run_dir: Path, path: Path) -> int:
             atomic_write_bytes(staging / f"{image_id}.png", png.tobytes())
         for file in staging.iterdir():
             file.replace(run.labels_dir / file.name)
+            crash_point("import.move")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    crash_point("import.state")
     count = len(state.pending)
     state.add_labeled(list(state.pending), cycle=state.cycle + 1)
     state.cycle += 1

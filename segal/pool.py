@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from segal.crashpoints import crash_point
 from segal.errors import UserError
 
 STATE_VERSION = 1
@@ -41,7 +42,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        crash_point("write.before_rename")
         os.replace(tmp, path)
+        crash_point("write.after_rename")
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

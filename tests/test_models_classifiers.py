@@ -123,3 +123,13 @@ def test_round_trip_and_bad_options(tmp_path):
         MODELS.get("vgg16_bn")(10, input_size=64)
     with pytest.raises(UserError, match="no option"):
         MODELS.get("resnet18")(10, small_input=True)
+
+
+def test_resnet18_stem_option_overrides_the_input_size_pairing():
+    imagenet_stem = MODELS.get("resnet18")(10, input_size=32, stem="imagenet").eval()
+    assert imagenet_stem.conv1.kernel_size == (7, 7) and isinstance(imagenet_stem.maxpool, torch.nn.MaxPool2d)
+    with torch.no_grad():  # 32 → 8 after the stem → 1×1 before pooling: still one logit row per image
+        assert imagenet_stem(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert MODELS.get("resnet18")(10, input_size=224, stem="cifar").conv1.kernel_size == (3, 3)
+    with pytest.raises(UserError, match="stem"):
+        MODELS.get("resnet18")(10, stem="vit")

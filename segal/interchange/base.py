@@ -6,7 +6,6 @@ the size of the queried image, only known classes), so each format module only p
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 
 from segal.data.base import ClassSet
 from segal.errors import UserError
+from segal.pool import atomic_write_bytes
 from segal.registry import Registry
 
 IMAGES_DIR = "images"
@@ -92,14 +92,15 @@ def image_bytes(item: ExportItem) -> bytes:
 
 
 def write_images(out: Path, items: list[ExportItem], folder: str = IMAGES_DIR) -> Path:
-    """Copy (or PNG-encode) every image to ``out/folder/<id><suffix>`` for upload to the tool."""
+    """Copy (or PNG-encode) every image to ``out/folder/<id><suffix>`` for upload to the tool.
+
+    Each file is replaced atomically, so an export killed midway leaves no truncated image to upload.
+    """
     target = out / folder
     target.mkdir(parents=True, exist_ok=True)
     for item in items:
-        if item.image_path is not None:
-            shutil.copyfile(item.image_path, target / image_name(item))
-        else:
-            (target / image_name(item)).write_bytes(image_bytes(item))
+        data = Path(item.image_path).read_bytes() if item.image_path is not None else image_bytes(item)
+        atomic_write_bytes(target / image_name(item), data)
     return target
 
 

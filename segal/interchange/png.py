@@ -22,6 +22,7 @@ from segal.interchange.base import (
     register,
     write_images,
 )
+from segal.pool import atomic_write_bytes
 
 MASKS_DIR = "masks"
 CITYSCAPES_SUFFIX = "_gtFine_labelIds.png"
@@ -45,9 +46,7 @@ def export(out: Path, items: list[ExportItem], classes: ClassSet, options: Expor
         ok, png = cv2.imencode(".png", np.ascontiguousarray(table[item.prediction]))
         if not ok:
             raise ValueError(f"cannot encode mask of {item.id}")
-        tmp = masks / f".{item.id}{suffix}.tmp"
-        tmp.write_bytes(png.tobytes())
-        tmp.replace(masks / f"{item.id}{suffix}")
+        atomic_write_bytes(masks / f"{item.id}{suffix}", png.tobytes())
     return masks
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from segal import distributed as dist
+from segal.crashpoints import crash_point
 from segal.device import autocast
 from segal.strategies.base import AcquisitionContext
 
@@ -64,6 +65,7 @@ def score_pool(ctx: AcquisitionContext, pixel_score: PixelScore, reduce: str = "
         probs = torch.softmax(logits.float(), dim=1)
         scores.append(reduce_per_image(pixel_score(probs), reduce).cpu().numpy())
         indices.append(np.asarray(idx))
+        crash_point("score.batch")
     local = (np.concatenate(indices) if indices else np.empty(0, np.int64),
              np.concatenate(scores).astype(np.float64) if scores else np.empty(0))
     return dist.gather_scores(*local)  # every rank ends with all scores, sorted by index
@@ -154,6 +156,7 @@ def score_pool_multi(
         images = images.to(ctx.device, non_blocking=True)
         out_scores.append(image_scores(images).float().cpu().numpy())
         out_idx.append(np.asarray(idx))
+        crash_point("score.batch")
     local = (np.concatenate(out_idx) if out_idx else np.empty(0, np.int64),
              np.concatenate(out_scores).astype(np.float64) if out_scores else np.empty(0))
     return dist.gather_scores(*local)
@@ -179,6 +182,7 @@ def embed_pool(
             f = embed(model, images)
         feats.append(f.float().flatten(1).cpu().numpy())
         out_idx.append(np.asarray(idx, dtype=np.int64))
+        crash_point("score.batch")
     parts = dist.all_gather_object((out_idx, feats))
     idx_all = [i for p in parts for i in p[0]]
     feat_all = [f for p in parts for f in p[1]]

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from segal import distributed as dist
+from segal.crashpoints import crash_point
 from segal.device import autocast, grad_scaler
 from segal.errors import UserError
 from segal.metrics import auroc
@@ -180,6 +181,7 @@ class VAALStrategy(Strategy):
                 dist.average_gradients(disc)
                 scaler_disc.step(opt_disc)
                 scaler_disc.update()
+            crash_point("vaal.step")
             history["vae"].append(float(loss.detach()))
             history["disc"].append(float(d_loss.detach()))
             history["recon_kl"].append(float(transductive.detach()))
@@ -211,6 +213,7 @@ class VAALStrategy(Strategy):
                 mu = vae.encode(images)[0]
             out_scores.append(torch.sigmoid(disc(mu.float())).double().cpu().numpy())
             out_idx.append(np.asarray(idx, dtype=np.int64))
+            crash_point("score.batch")
         local = (np.concatenate(out_idx) if out_idx else np.empty(0, np.int64),
                  np.concatenate(out_scores) if out_scores else np.empty(0))
         return dist.gather_scores(*local)

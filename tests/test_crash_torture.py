@@ -172,7 +172,7 @@ def human_flow(run, recipe: Path, run_dir: Path, export_root: Path, cycles: int)
         run(["acquire", str(recipe), "--quiet"], lambda s: s is not None and s.stage == "await_labels")
         pending = PoolState.load(run_dir / "state.json").pending
         run(["export", str(run_dir), "--format", "png", "--out", str(export_dir)],
-            lambda s: all((export_dir / "masks" / f"{truth.image_id(i)}.png").exists() for i in pending))
+            lambda s, d=export_dir, p=pending: all((d / "masks" / f"{truth.image_id(i)}.png").exists() for i in p))
         for index in pending:  # the annotator corrects every predicted mask
             cv2.imwrite(str(export_dir / "masks" / f"{truth.image_id(index)}.png"), truth.load_target(index))
         run(["import", str(run_dir), str(export_dir / "masks")], lambda s: not s.pending)

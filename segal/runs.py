@@ -51,6 +51,7 @@ class Run:
 
     dir: Path
     recipe: Recipe
+    source: str | None = None  # the user's recipe file, named in errors (default: the stored copy)
     _pool: Dataset | None = field(default=None, repr=False)
     _test: Dataset | None = field(default=None, repr=False)
 
@@ -131,7 +132,7 @@ class Run:
     # ------------------------------------------------------------------ state
     def new_state(self) -> PoolState:
         pool = self.pool
-        budgets = plan_budgets(self.recipe.active, len(pool), str(self.dir / "recipe.yaml"))
+        budgets = plan_budgets(self.recipe.active, len(pool), self.source or str(self.dir / "recipe.yaml"))
         return PoolState(size=len(pool), budgets=budgets, seed=self.recipe.seed, pool_fingerprint=fingerprint(pool.ids))
 
     def load_state(self) -> PoolState:
@@ -179,6 +180,7 @@ def start_run(recipe: Recipe, recipe_source: str) -> Run:
     make_strategy(recipe, recipe_source)
     run_dir = recipe.run_dir
     stored = run_dir / "recipe.yaml"
+    run = Run(run_dir, recipe, source=recipe_source)
     if stored.exists():
         old = yaml.safe_load(stored.read_text()) or {}
         new = to_dict(recipe)
@@ -188,10 +190,14 @@ def start_run(recipe: Recipe, recipe_source: str) -> Run:
                 f"{run_dir} holds a run of a different experiment ({', '.join(changed)} differ)",
                 path=recipe_source, fix="pass --output-dir NEW_DIR, or delete the old run",
             )
+        if run.state_path.exists():
+            PoolState.load(run.state_path)  # a torn or hand-edited state fails before the recipe is rewritten
+    else:
+        run.new_state()  # opens the pool and plans the budgets: bad data fails before anything is written
     if is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
     write_recipe(run_dir, recipe)
-    return Run(run_dir, recipe)
+    return run
 
 
 def read_json(path: Path) -> Any:

@@ -223,6 +223,6 @@ def test_budget_drives_acquisition_sizes(tmp_path, recorded_training):
 
 
 def test_budget_rounding_to_zero_is_user_error(tmp_path):
-    run = make_run(tmp_path, initial=0.1, budget=0.01, final=0.4, cycles=None)  # 1% of 40 rounds to 0
-    with pytest.raises(UserError, match="rounds to zero"):
-        run.new_state()
+    with pytest.raises(UserError, match="rounds to zero"):  # 1% of 40 rounds to 0: refused before the run exists
+        make_run(tmp_path, initial=0.1, budget=0.01, final=0.4, cycles=None)
+    assert not (tmp_path / "run").exists()

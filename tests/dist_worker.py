@@ -26,6 +26,12 @@ def select(out: Path) -> None:
     ctx = build_context(pool, list(range(6)), 5, image_size=[32, 32], num_classes=3, model=model, batch_size=4)
     chosen = STRATEGIES.get("entropy")().select(ctx).indices.tolist()
     (out / f"select_rank{dist.rank()}_of{dist.world()}.json").write_text(json.dumps(chosen))
+    # VAAL trains its VAE and discriminator with gradients averaged across ranks: ranks must agree.
+    cls = STRATEGIES.get("vaal")
+    vaal = cls(cls.Params(image_size=32, z_dim=8, width=8, batch_size=4, steps=4))
+    ctx = build_context(pool, list(range(6)), 5, image_size=[32, 32], num_classes=3, model=None, batch_size=4)
+    chosen = vaal.select(ctx).indices.tolist()
+    (out / f"vaal_rank{dist.rank()}_of{dist.world()}.json").write_text(json.dumps(chosen))
 
 
 if __name__ == "__main__":

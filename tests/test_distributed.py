@@ -29,6 +29,8 @@ def test_sharded_selection_equals_single_process(tmp_path):
     reference = json.loads((tmp_path / "select_rank0_of1.json").read_text())
     assert json.loads((tmp_path / "select_rank0_of2.json").read_text()) == reference
     assert json.loads((tmp_path / "select_rank1_of2.json").read_text()) == reference
+    vaal = [json.loads((tmp_path / f"vaal_rank{r}_of2.json").read_text()) for r in (0, 1)]
+    assert vaal[0] == vaal[1] and len(set(vaal[0])) == 5 and not set(vaal[0]) & set(range(6))
 
 
 def test_ddp_loop_runs_and_only_rank0_writes(tmp_path):

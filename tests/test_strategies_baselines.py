@@ -379,3 +379,12 @@ def test_torchrun_ranks_select_what_one_process_selects(tmp_path):
     assert json.loads((tmp_path / "rank0_of2.json").read_text()) == reference
     assert json.loads((tmp_path / "rank1_of2.json").read_text()) == reference
     assert (tmp_path / "work2" / "qbc" / "segmentation" / "qbc" / "member0.pt").exists()
+
+
+def test_scores_of_looks_up_any_order():
+    from segal.strategies.base import scores_of
+
+    indices = np.array([7, 2, 9, 4])
+    scores = np.array([0.7, 0.2, 0.9, 0.4])
+    assert scores_of(np.array([9, 2]), indices, scores) == [0.9, 0.2]
+    assert scores_of(np.array([], dtype=np.int64), indices, scores) == []

@@ -23,7 +23,14 @@ from torch import nn
 from segal import distributed as dist
 from segal.errors import UserError
 from segal.strategies import scoring
-from segal.strategies.base import AcquisitionContext, Selection, Strategy, register_strategy, top_k_highest
+from segal.strategies.base import (
+    AcquisitionContext,
+    Selection,
+    Strategy,
+    register_strategy,
+    scores_of,
+    top_k_highest,
+)
 
 
 def trained_member(ctx: AcquisitionContext, name: str, k: int, indices: np.ndarray, seed: int) -> nn.Module:
@@ -94,10 +101,9 @@ def check_labeled(ctx: AcquisitionContext, name: str) -> None:
 
 def selection_from(indices: np.ndarray, scores: np.ndarray, budget: int, **diagnostics) -> Selection:
     chosen = top_k_highest(scores, indices, budget)
-    lookup = dict(zip(indices.tolist(), scores.tolist(), strict=True))
     return Selection(
         indices=chosen,
-        scores=[lookup[i] for i in chosen.tolist()],
+        scores=scores_of(chosen, indices, scores),
         diagnostics={**diagnostics, "pool_score_mean": float(scores.mean()), "pool_score_std": float(scores.std())},
     )
 

@@ -24,7 +24,14 @@ from torch import nn
 from segal import distributed as dist
 from segal.errors import UserError
 from segal.strategies import scoring
-from segal.strategies.base import AcquisitionContext, Selection, Strategy, register_strategy, top_k_highest
+from segal.strategies.base import (
+    AcquisitionContext,
+    Selection,
+    Strategy,
+    register_strategy,
+    scores_of,
+    top_k_highest,
+)
 
 DROPOUT_SALT = 0xD50
 
@@ -93,10 +100,9 @@ class MCDropoutStrategy(Strategy):
         finally:
             model.eval()
         chosen = top_k_highest(scores, indices, ctx.budget)
-        lookup = dict(zip(indices.tolist(), scores.tolist(), strict=True))
         return Selection(
             indices=chosen,
-            scores=[lookup[i] for i in chosen.tolist()],
+            scores=scores_of(chosen, indices, scores),
             diagnostics={"score": p.score, "T": p.T, "dropout_layers": len(drops),
                          "pool_score_mean": float(scores.mean()), "pool_score_std": float(scores.std())},
         )

@@ -31,6 +31,7 @@ from segal.strategies.base import (
     Selection,
     Strategy,
     register_strategy,
+    scores_of,
     top_k_highest,
 )
 from segal.strategies.ensemble import check_labeled, committee, committee_scores
@@ -111,15 +112,14 @@ class SuggestiveAnnotationStrategy(Strategy):
         picked, gains, cover = greedy_max_cover(sim, ctx.budget, ctx.progress)
         picked = dist.all_gather_object(picked)[0]  # rank 0's choice everywhere
         chosen = candidates[np.asarray(picked, dtype=np.int64)]
-        lookup = dict(zip(indices.tolist(), uncertainty.tolist(), strict=True))
         return Selection(
             indices=chosen,
-            scores=[lookup[i] for i in chosen.tolist()],
+            scores=scores_of(chosen, indices, uncertainty),
             diagnostics={
                 "K": p.K,
                 "candidates": int(n_cand),
                 "mean_cover_cosine": cover / len(pool_idx),
-                "candidate_uncertainty_mean": float(np.mean([lookup[i] for i in candidates.tolist()])),
+                "candidate_uncertainty_mean": float(np.mean(scores_of(candidates, indices, uncertainty))),
                 "pool_uncertainty_mean": float(uncertainty.mean()),
             },
         )

@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from segal.strategies import scoring
-from segal.strategies.base import AcquisitionContext, Selection, Strategy, register_strategy, top_k_highest
+from segal.strategies.base import (
+    AcquisitionContext,
+    Selection,
+    Strategy,
+    register_strategy,
+    scores_of,
+    top_k_highest,
+)
 
 
 class _SoftmaxUncertainty(Strategy):
@@ -23,10 +30,9 @@ class _SoftmaxUncertainty(Strategy):
     def select(self, ctx: AcquisitionContext) -> Selection:
         indices, scores = scoring.score_pool(ctx, self.pixel_score, self.params.reduce)
         chosen = top_k_highest(scores, indices, ctx.budget)
-        lookup = dict(zip(indices.tolist(), scores.tolist(), strict=True))
         return Selection(
             indices=chosen,
-            scores=[lookup[i] for i in chosen.tolist()],
+            scores=scores_of(chosen, indices, scores),
             diagnostics={"pool_score_mean": float(scores.mean()), "pool_score_std": float(scores.std())},
         )
 

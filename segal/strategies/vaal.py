@@ -37,7 +37,14 @@ from segal.errors import UserError
 from segal.metrics import auroc
 from segal.models.vaal import VAE, Discriminator, adversarial_loss, discriminator_loss, vae_loss
 from segal.pool import atomic_write_bytes
-from segal.strategies.base import AcquisitionContext, Selection, Strategy, register_strategy, top_k_lowest
+from segal.strategies.base import (
+    AcquisitionContext,
+    Selection,
+    Strategy,
+    register_strategy,
+    scores_of,
+    top_k_lowest,
+)
 from segal.strategies.coreset import kcenter_greedy
 
 CHECKPOINT = "vaal.pt"
@@ -211,8 +218,8 @@ class VAALStrategy(Strategy):
             images = images.to(ctx.device, non_blocking=True)
             with autocast(ctx.device, ctx.amp):
                 mu = vae.encode(images)[0]
-            out_scores.append(torch.sigmoid(disc(mu.float())).double().cpu().numpy())
-            out_idx.append(np.asarray(idx, dtype=np.int64))
+            out_scores.append(torch.sigmoid(disc(mu.float())).double().cpu().numpy().copy())  # see scoring's doc
+            out_idx.append(np.asarray(idx).astype(np.int64))
             crash_point("score.batch")
         local = (np.concatenate(out_idx) if out_idx else np.empty(0, np.int64),
                  np.concatenate(out_scores) if out_scores else np.empty(0))
@@ -292,7 +299,6 @@ class VAALStrategy(Strategy):
             chosen = cand_sorted[picks]
         else:
             chosen = top_k_lowest(scores, idx, ctx.budget)
-        lookup = dict(zip(idx.tolist(), scores.tolist(), strict=True))
         quantiles = np.quantile(scores, [0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0]) if len(scores) else []
         hist, edges = np.histogram(scores, bins=10, range=(0.0, 1.0))
         diagnostics = {
@@ -307,6 +313,6 @@ class VAALStrategy(Strategy):
             "diversity_factor": p.diversity_factor,
             **info,
         }
-        return Selection(indices=chosen, scores=np.array([lookup[i] for i in chosen.tolist()]),
+        return Selection(indices=chosen, scores=np.array(scores_of(chosen, idx, scores)),
                          diagnostics=diagnostics)
 

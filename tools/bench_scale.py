@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--camvid", type=Path, help="CamVid root for the cache benchmark")
     args = parser.parse_args()
     sizes = SIZES[:2] if args.quick else SIZES
-    console = Console()
+    console = Console(width=140)  # the table is wider than a pipe's default 80 columns
     console.print(f"segal scale benchmark — max RSS of this process so far {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB")
     table = Table(title="pool state (10% labeled) and streaming entropy scoring of the unlabeled 90%")
     for col in ("pool ids", "state save s", "state load s", "state.json MB", "scoring s", "images/s", "scorer peak RSS MB"):

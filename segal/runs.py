@@ -155,6 +155,20 @@ class Run:
         return {p.stem: p for p in self.labels_dir.glob("*.png")}
 
 
+def remove_crash_leftovers(run_dir: Path) -> None:
+    """Delete the temp files and import staging folders that a killed process left behind.
+
+    They are never read (a temp file only counts once renamed), so this is tidiness; it runs when a
+    run is resumed, as one run directory has one writer at a time.
+    """
+    import shutil
+
+    for path in run_dir.rglob(".*.tmp"):
+        path.unlink(missing_ok=True)
+    for path in run_dir.glob(".import-*"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def write_recipe(run_dir: Path, recipe: Recipe) -> None:
     atomic_write_bytes(run_dir / "recipe.yaml", yaml.safe_dump(to_dict(recipe), sort_keys=False).encode())
 
@@ -192,6 +206,8 @@ def start_run(recipe: Recipe, recipe_source: str) -> Run:
             )
         if run.state_path.exists():
             PoolState.load(run.state_path)  # a torn or hand-edited state fails before the recipe is rewritten
+        if is_main():
+            remove_crash_leftovers(run_dir)
     else:
         run.new_state()  # opens the pool and plans the budgets: bad data fails before anything is written
     if is_main():

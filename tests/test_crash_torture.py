@@ -157,6 +157,8 @@ def test_simulated_oracle_survives_kills_anywhere(server, tmp_path, capsys):
         t = Torturer(server, run_dir, SIM_POINTS, seed=seed)
         t.drive(["acquire", str(recipe), "--quiet"], lambda s: s is not None and s.stage == "done", max_kills=60)
         assert artefacts(run_dir) == expected
+        assert server.run(["acquire", str(recipe), "--quiet"])["code"] == 0  # a resume tidies what kills left
+        assert not list(run_dir.rglob(".*.tmp")), "temp files left behind"
         kills += t.kills
     with capsys.disabled():
         print(f"\n[crash torture, simulated oracle] {kills.total()} kills: {dict(sorted(kills.items()))}")

@@ -36,3 +36,14 @@ def test_unknown_strategy_params_are_rejected(tmp_path, capsys):
     recipe.write_text(f"output_dir: {tmp_path / 'run'}\nactive:\n  strategy: entropy\n  strategy_params: {{foo: 1}}\n")
     assert main(["acquire", str(recipe), "--quiet"]) == 2
     assert "active.strategy_params.foo" in capsys.readouterr().err
+
+
+def test_readme_demo_command_runs_end_to_end(tmp_path):
+    """The README's first command, shortened (2 steps, 1 acquisition): generated data, no download."""
+    from segal.pool import PoolState
+
+    out = tmp_path / "demo"
+    assert main(["acquire", "recipes/demo.yaml", "--steps", "2", "--cycles", "1", "--output-dir", str(out), "--quiet"]) == 0
+    state = PoolState.load(out / "state.json")
+    assert state.stage == "done" and len(state.budgets) == 2 and state.num_labeled == state.budgets[-1]
+    assert (out / "cycles" / "1" / "metrics.json").exists()

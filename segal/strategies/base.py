@@ -126,3 +126,13 @@ def top_k_highest(scores: np.ndarray, indices: np.ndarray, k: int) -> np.ndarray
     """The ``k`` indices with the highest score, ties broken by index (deterministic)."""
     order = np.lexsort((indices, -scores))
     return indices[order[:k]]
+
+
+def selection_from(indices: np.ndarray, scores: np.ndarray, budget: int, **diagnostics) -> Selection:
+    """The ``budget`` highest-scoring indices, their scores, and the pool's score mean and std."""
+    chosen = top_k_highest(scores, indices, budget)
+    return Selection(
+        indices=chosen,
+        scores=scores_of(chosen, indices, scores),
+        diagnostics={**diagnostics, "pool_score_mean": float(scores.mean()), "pool_score_std": float(scores.std())},
+    )

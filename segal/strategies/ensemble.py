@@ -28,8 +28,7 @@ from segal.strategies.base import (
     Selection,
     Strategy,
     register_strategy,
-    scores_of,
-    top_k_highest,
+    selection_from,
 )
 
 
@@ -97,15 +96,6 @@ def check_labeled(ctx: AcquisitionContext, name: str) -> None:
     if len(ctx.labeled) == 0:
         raise UserError(f"{name} trains committee members on the labeled set, which is empty",
                         fix="set active.initial > 0")
-
-
-def selection_from(indices: np.ndarray, scores: np.ndarray, budget: int, **diagnostics) -> Selection:
-    chosen = top_k_highest(scores, indices, budget)
-    return Selection(
-        indices=chosen,
-        scores=scores_of(chosen, indices, scores),
-        diagnostics={**diagnostics, "pool_score_mean": float(scores.mean()), "pool_score_std": float(scores.std())},
-    )
 
 
 @register_strategy("ensemble_varratio")

@@ -29,8 +29,7 @@ from segal.strategies.base import (
     Selection,
     Strategy,
     register_strategy,
-    scores_of,
-    top_k_highest,
+    selection_from,
 )
 
 DROPOUT_SALT = 0xD50
@@ -99,10 +98,4 @@ class MCDropoutStrategy(Strategy):
                 indices, scores = scoring.score_pool_multi(ctx, image_scores, description=f"MC dropout ×{p.T}")
         finally:
             model.eval()
-        chosen = top_k_highest(scores, indices, ctx.budget)
-        return Selection(
-            indices=chosen,
-            scores=scores_of(chosen, indices, scores),
-            diagnostics={"score": p.score, "T": p.T, "dropout_layers": len(drops),
-                         "pool_score_mean": float(scores.mean()), "pool_score_std": float(scores.std())},
-        )
+        return selection_from(indices, scores, ctx.budget, score=p.score, T=p.T, dropout_layers=len(drops))

@@ -19,8 +19,8 @@ import numpy as np
 
 from segal.errors import UserError
 from segal.strategies import scoring
-from segal.strategies.base import AcquisitionContext, Selection, Strategy, register_strategy
-from segal.strategies.ensemble import check_labeled, committee, committee_scores, selection_from
+from segal.strategies.base import AcquisitionContext, Selection, Strategy, register_strategy, selection_from
+from segal.strategies.ensemble import check_labeled, committee, committee_scores
 
 BOOTSTRAP_SALT = 0x0BC
 

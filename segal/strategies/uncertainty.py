@@ -15,8 +15,7 @@ from segal.strategies.base import (
     Selection,
     Strategy,
     register_strategy,
-    scores_of,
-    top_k_highest,
+    selection_from,
 )
 
 
@@ -29,12 +28,7 @@ class _SoftmaxUncertainty(Strategy):
 
     def select(self, ctx: AcquisitionContext) -> Selection:
         indices, scores = scoring.score_pool(ctx, self.pixel_score, self.params.reduce)
-        chosen = top_k_highest(scores, indices, ctx.budget)
-        return Selection(
-            indices=chosen,
-            scores=scores_of(chosen, indices, scores),
-            diagnostics={"pool_score_mean": float(scores.mean()), "pool_score_std": float(scores.std())},
-        )
+        return selection_from(indices, scores, ctx.budget)
 
 
 @register_strategy("entropy")

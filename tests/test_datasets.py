@@ -7,9 +7,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from segal.data import DATASETS
-from segal.data.base import IGNORE_INDEX
+from segal.data.base import IGNORE_INDEX, read_rgb
 from segal.errors import UserError
 
 
@@ -109,6 +110,111 @@ def test_bdd100k_value_19_is_refused(tmp_path):
     _png(first, np.full((12, 16), 19, np.uint8))
     with pytest.raises(UserError, match=r"ids \[19\]"):
         DATASETS.get("bdd100k")(str(tmp_path), "train")[0]
+
+
+def _palette_png(path: Path, ids: np.ndarray, palette: list[int]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.frombytes("P", (ids.shape[1], ids.shape[0]), np.ascontiguousarray(ids, np.uint8).tobytes())
+    image.putpalette(palette)
+    image.save(path)
+    return path
+
+
+def test_bdd100k_palette_masks_load_as_their_indices(tmp_path):
+    """BDD100K's own sem_seg masks are "P" PNGs with an identity grey palette (values 0–14 in its
+    test masks); OpenCV expands them to 3-channel colour, which segal used to refuse."""
+    make_bdd(tmp_path)
+    grey = [v for i in range(256) for v in (i, i, i)]
+    rng = np.random.default_rng(7)
+    stored = {}
+    for path in sorted((tmp_path / "labels/sem_seg/masks/train").glob("*.png")):
+        ids = rng.integers(0, 15, (12, 16)).astype(np.uint8)
+        ids[-1, :] = 255
+        stored[path.stem] = ids
+        _palette_png(path, ids, grey)
+        assert Image.open(path).mode == "P" and cv2.imread(str(path), cv2.IMREAD_UNCHANGED).ndim == 3
+    ds = DATASETS.get("bdd100k")(str(tmp_path), "train")
+    for i in range(len(ds)):
+        np.testing.assert_array_equal(ds[i][1], stored[ds.image_id(i)])
+
+
+def test_voc_style_palette_masks_through_the_folder_adapter(tmp_path):
+    """PASCAL VOC's masks: "P" PNGs in VOC's colour palette, 255 (cream) on object borders."""
+    from segal.data.folder import _palette
+
+    make_folder(tmp_path, n=2)
+    voc = [v for i in range(256) for v in _palette(i)]
+    ids = np.zeros((12, 16), np.uint8)
+    ids[2:9, 3:12] = 2
+    ids[2, 3:12] = ids[8, 3:12] = 255  # the border VOC draws around objects
+    ids[10:, :] = 1
+    _palette_png(tmp_path / "masks/train/img1.png", ids, voc)
+    assert Image.open(tmp_path / "masks/train/img1.png").getpalette()[3 * 255:] == [224, 224, 192]
+    ds = DATASETS.get("folder")(str(tmp_path), "train")
+    np.testing.assert_array_equal(ds[1][1], ids)
+    assert set(np.unique(ds[1][1]).tolist()) == {0, 1, 2, IGNORE_INDEX}
+
+
+def test_masks_stored_as_grey_rgb_or_16_bit_keep_their_ids(tmp_path):
+    make_folder(tmp_path, n=3)
+    ids = np.random.default_rng(3).integers(0, 3, (12, 16)).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "masks/train/img0.png"), np.dstack([ids] * 3))  # grey saved as RGB
+    cv2.imwrite(str(tmp_path / "masks/train/img1.png"), ids.astype(np.uint16))
+    Image.fromarray(np.dstack([ids, np.full_like(ids, 255)])).save(tmp_path / "masks/train/img2.png")
+    ds = DATASETS.get("folder")(str(tmp_path), "train")
+    for i in range(3):
+        np.testing.assert_array_equal(ds[i][1], ids)
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda ids: np.dstack([ids * 100, ids, ids]), "colour-coded label map"),
+    (lambda ids: np.dstack([ids, ids, ids, np.where(ids == 1, 0, 255).astype(np.uint8)]), "transparent"),
+    (lambda ids: ids.astype(np.uint16) + 300, "above 255"),
+], ids=["colour", "transparent", "16-bit-ids"])
+def test_masks_that_are_not_id_maps_are_refused(tmp_path, make, message):
+    make_folder(tmp_path, n=2)
+    ids = np.random.default_rng(4).integers(0, 3, (12, 16)).astype(np.uint8)
+    victim = tmp_path / "masks/train/img1.png"
+    array = make(ids)
+    cv2.imwrite(str(victim), array if array.ndim == 2 else array[..., [2, 1, 0, *range(3, array.shape[2])]])
+    with pytest.raises(UserError, match=message) as exc:
+        DATASETS.get("folder")(str(tmp_path), "train")[1]
+    assert str(victim) in str(exc.value) and "fix:" in str(exc.value)
+
+
+def _expected_rgb(rgb: np.ndarray, kind: str) -> tuple[np.ndarray, int]:
+    """What an image of ``kind`` re-saved from ``rgb`` should read back as, and the JPEG tolerance."""
+    if kind == "grey-jpeg":
+        return np.repeat(np.asarray(Image.fromarray(rgb).convert("L"))[..., None], 3, axis=2), 8
+    if kind == "cmyk-jpeg":
+        return rgb, 24
+    return rgb, 0
+
+
+@pytest.mark.parametrize("kind", ["rgba-png", "rgb16-png", "grey16-png", "grey-jpeg", "cmyk-jpeg", "palette-png"])
+def test_images_of_every_mode_read_as_8_bit_rgb(tmp_path, kind):
+    rgb = np.kron(np.random.default_rng(5).integers(0, 256, (3, 4, 3)), np.ones((4, 4, 1))).astype(np.uint8)
+    path = tmp_path / "image.img"
+    if kind == "rgba-png":
+        Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)])).save(path, format="PNG")
+    elif kind == "rgb16-png":
+        assert cv2.imwrite(str(path.with_suffix(".png")), rgb[..., ::-1].astype(np.uint16) * 257)
+        path = path.with_suffix(".png")
+    elif kind == "grey16-png":
+        rgb = np.repeat(rgb[..., :1], 3, axis=2)
+        assert cv2.imwrite(str(path.with_suffix(".png")), rgb[..., 0].astype(np.uint16) * 256 + 100)  # high byte kept
+        path = path.with_suffix(".png")
+    elif kind == "grey-jpeg":
+        Image.fromarray(rgb).convert("L").save(path, format="JPEG", quality=95)
+    elif kind == "cmyk-jpeg":
+        Image.fromarray(rgb).convert("CMYK").save(path, format="JPEG", quality=95)
+    else:
+        Image.fromarray(rgb).quantize(64).save(path, format="PNG")
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+    expected, tolerance = _expected_rgb(rgb, kind)
+    image = read_rgb(path)
+    assert image.dtype == np.uint8 and image.shape == (12, 16, 3)
+    assert np.abs(image.astype(int) - expected).max() <= tolerance
 
 
 # ---------------------------------------------------------------- camvid

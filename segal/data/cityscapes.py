@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as CS_LABELS
 
@@ -19,6 +17,8 @@ from segal.data.base import (
     nonempty,
     pair_files,
     require_dir,
+    require_root,
+    warn_links_outside,
 )
 from segal.errors import UserError
 
@@ -46,8 +46,8 @@ class CityscapesDataset(FileSegmentationDataset):
 def build(root: str | None, split: str) -> CityscapesDataset:
     if root is None:
         raise UserError("the cityscapes dataset needs data.root", fix="pass --data-root PATH/TO/cityscapes")
-    base = Path(root)
     fix = "point data.root at the folder holding leftImg8bit/ and gtFine/ (see datasets/cityscapes.md)"
+    base = require_root(root, "cityscapes", fix=fix)
     image_dir = require_dir(base / "leftImg8bit" / split, f"cityscapes leftImg8bit/{split}/", fix=fix)
     mask_dir = require_dir(base / "gtFine" / split, f"cityscapes gtFine/{split}/", fix=fix)
     images = nonempty(sorted(image_dir.glob(f"*/*{IMAGE_SUFFIX}")), image_dir, f"*/*{IMAGE_SUFFIX} images",
@@ -57,5 +57,6 @@ def build(root: str | None, split: str) -> CityscapesDataset:
         lambda p: mask_dir / p.parent.name / (p.name[: -len(IMAGE_SUFFIX)] + MASK_SUFFIX),
         what=f"cityscapes {split}",
     )
+    warn_links_outside(base, images + masks)
     ids = [p.name[: -len(IMAGE_SUFFIX)] for p in images]
     return CityscapesDataset(images, masks, ids, CLASSES, LABEL_TO_TRAIN, name="cityscapes")

@@ -2,16 +2,15 @@
 
 The classes are the sorted folder names of ``train/``, in every split, so that class ``i`` means
 the same in the pool and in the test set; a test folder that is not a train class is an error,
-not a silently added class.  Files in nested folders are not read.  The file list is indexed once
+not a silently added class.  Background folders (Caltech-101's ``BACKGROUND_Google``, Caltech-256's
+``257.clutter``) are left out unless ``include_background``.  Files in nested folders are not read.  The file list is indexed once
 (see :mod:`segal.data.imagefolder`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from segal.data.base import DATASETS
-from segal.data.imagefolder import IMAGE_SUFFIXES, build_class_folders
+from segal.data.base import DATASETS, require_root
+from segal.data.imagefolder import BACKGROUND_FOLDERS, IMAGE_SUFFIXES, build_class_folders
 from segal.errors import UserError
 
 LAYOUT_FIX = "lay out ROOT/SPLIT/CLASS/*.jpg with one folder per class (see datasets/classfolder.md)"
@@ -19,11 +18,12 @@ FLAT_FIX = "move each image into the folder of its class: ROOT/SPLIT/CLASS/NAME.
 
 
 @DATASETS.register("classfolder")
-def build(root: str | None, split: str):
+def build(root: str | None, split: str, include_background: bool = False):
     if root is None:
         raise UserError("the classfolder dataset needs data.root", fix="pass --data-root PATH")
-    base = Path(root)
-    if not base.is_dir():
-        raise UserError("classfolder root not found", path=base, fix=LAYOUT_FIX)
+    if not isinstance(include_background, bool):
+        raise UserError(f"classfolder option include_background must be true or false, got {include_background!r}",
+                        fix="set data.options.include_background in the recipe")
+    base = require_root(root, "classfolder", fix=LAYOUT_FIX)
     return build_class_folders(base, split, name="classfolder", suffixes=IMAGE_SUFFIXES, flat_fix=FLAT_FIX,
-                               layout_fix=LAYOUT_FIX)
+                               layout_fix=LAYOUT_FIX, skip=() if include_background else BACKGROUND_FOLDERS)

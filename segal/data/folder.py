@@ -14,6 +14,8 @@ from segal.data.base import (
     nonempty,
     pair_files,
     require_dir,
+    require_root,
+    warn_links_outside,
 )
 from segal.errors import UserError
 
@@ -34,7 +36,11 @@ def _palette(i: int) -> tuple[int, int, int]:
 
 def read_class_file(path: Path) -> ClassSet:
     names, colors = [], []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"is not UTF-8 text (offset {exc.start})", path=path, fix="save the class list as UTF-8") from None
+    for number, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts or parts[0].startswith("#"):
             continue
@@ -56,7 +62,8 @@ def build(root: str | None, split: str, classes: list[str] | None = None,
           ignore_ids: list[int] | None = None) -> FileSegmentationDataset:
     if root is None:
         raise UserError("the folder dataset needs data.root", fix="pass --data-root PATH")
-    base = Path(root)
+    fix = "lay out images/SPLIT/*.png and masks/SPLIT/*.png under data.root (see datasets/folder.md)"
+    base = require_root(root, "folder", fix=fix)
     if classes:
         class_set = ClassSet(tuple(classes), tuple(_palette(i) for i in range(len(classes))))
     elif (base / "classes.txt").is_file():
@@ -66,11 +73,12 @@ def build(root: str | None, split: str, classes: list[str] | None = None,
                         fix="write classes.txt (one name per line) or set data.options.classes")
     if len(class_set) > 255:
         raise UserError(f"{len(class_set)} classes do not fit uint8 masks", fix="use at most 255 classes")
-    fix = "lay out images/SPLIT/*.png and masks/SPLIT/*.png under data.root (see datasets/folder.md)"
     image_dir = require_dir(base / "images" / split, f"images/{split}/", fix=fix)
     mask_dir = require_dir(base / "masks" / split, f"masks/{split}/", fix=fix)
-    images = nonempty(sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+    images = nonempty(sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                             and not p.is_dir()),
                       image_dir, "images", fix=fix)
     masks = pair_files(images, lambda p: mask_dir / (p.stem + ".png"), what=split)
+    warn_links_outside(base, images + masks)
     lut = identity_lut(len(class_set), extra_ignore=tuple(ignore_ids or ()))
     return FileSegmentationDataset(images, masks, [p.stem for p in images], class_set, lut, name="folder")

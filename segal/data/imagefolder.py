@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +24,15 @@ import numpy as np
 from segal.data.base import ClassSet, Dataset, read_rgb
 from segal.data.folder import _palette
 from segal.errors import UserError
-from segal.pool import atomic_write_bytes
+from segal.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
 INDEX_VERSION = 1
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+# Background images, not a category: Caltech-101's BACKGROUND_Google and Caltech-256's 257.clutter.
+# The Caltech and class-folder adapters leave them out unless asked (datasets/classfolder.md).
+BACKGROUND_FOLDERS = frozenset({"BACKGROUND_Google", "257.clutter"})
 
 
 def class_colors(count: int) -> tuple[tuple[int, int, int], ...]:
@@ -157,10 +160,11 @@ class ImageFolderDataset(Dataset):
 
 def build_class_folders(root: Path, split: str, *, name: str, class_names=None,
                         suffixes: Iterable[str] = IMAGE_SUFFIXES, flat_fix: str, layout_fix: str,
-                        class_split: str = "train") -> ImageFolderDataset:
+                        class_split: str = "train", skip: Collection[str] = ()) -> ImageFolderDataset:
     """``ROOT/SPLIT/CLASS/*``; the classes are the sorted folders of ``class_split`` in every split.
 
-    ``class_names`` maps the folder names to display names (default: the folder names).
+    ``class_names`` maps the folder names to display names (default: the folder names); folders
+    named in ``skip`` (background folders, say) are left out of every split.
     """
     split_dir = root / split
     if not split_dir.is_dir():
@@ -169,9 +173,9 @@ def build_class_folders(root: Path, split: str, *, name: str, class_names=None,
     if not class_dir.is_dir():
         raise UserError(f"{name} takes its class list from {class_split}/, which is missing", path=class_dir,
                         fix=layout_fix)
-    files = scan_split(split_dir, suffixes, flat_fix=flat_fix)
+    files = {f: items for f, items in scan_split(split_dir, suffixes, flat_fix=flat_fix).items() if f not in skip}
     folders = list(files) if split == class_split else [
-        c for c in class_folders(class_dir, suffixes, flat_fix=flat_fix) if c != "."]
+        c for c in class_folders(class_dir, suffixes, flat_fix=flat_fix) if c != "." and c not in skip]
     if not folders:
         raise UserError("no class folders found", path=class_dir, fix=layout_fix)
     position = {folder: i for i, folder in enumerate(folders)}

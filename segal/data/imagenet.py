@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from segal.data.base import DATASETS
+from segal.data.base import DATASETS, require_root
 from segal.data.imagefolder import build_class_folders
 from segal.errors import UserError
 
@@ -48,9 +48,7 @@ def build(root: str | None, split: str):
         raise UserError("the imagenet dataset needs data.root", fix="pass --data-root PATH/TO/imagenet")
     if split not in SPLITS:
         raise UserError(f"imagenet has no split {split!r}", fix=f"use one of {', '.join(SPLITS)}")
-    base = Path(root)
-    if not base.is_dir():
-        raise UserError("imagenet root not found", path=base, fix=LAYOUT_FIX)
+    base = require_root(root, "imagenet", fix=LAYOUT_FIX)
     return build_class_folders(base, split, name="imagenet", suffixes=SUFFIXES, flat_fix=FLAT_FIX,
                                layout_fix=LAYOUT_FIX, class_names=lambda wnids: class_names(base, wnids))
 

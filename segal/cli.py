@@ -1,17 +1,22 @@
 """The ``segal`` command: parse arguments, call the library, show progress and tables.
 
-User errors (:class:`~segal.errors.UserError`) print one line and exit with code 2; Ctrl-C exits
-with 130 after the last atomic write, so re-running the same command resumes.
+User errors (:class:`~segal.errors.UserError`), and the file-system errors a user can fix (permission
+denied, read-only file system, disk full, a file where a folder belongs), print one line and exit
+with code 2.  Ctrl-C exits with 130 and SIGTERM with 143, both after the last atomic write, so
+re-running the same command resumes.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,9 +28,9 @@ from rich.progress import (
 from rich.table import Table
 
 from segal.errors import UserError
-from segal.strategies.base import Progress as ProgressReporter
+from segal.progress import Progress as ProgressReporter
 
-console = Console(stderr=True)
+console = Console(stderr=True, log_path=False)  # log lines without a `cli.py:66` tag
 out = Console()
 
 
@@ -68,7 +73,7 @@ class RichProgress(ProgressReporter):
                 self.console.log(f"{event} {fields}")
 
     def warn(self, message: str) -> None:
-        self.console.log(f"[yellow]warning:[/] {message}")
+        self.console.log(f"[yellow]warning:[/] {escape(message)}")
 
     def close(self) -> None:
         if self._progress is not None:
@@ -101,8 +106,15 @@ def results_table(title: str, rows) -> Table:
     return table
 
 
+def add_set_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any recipe key, e.g. --set active.initial=0.05 --set active.strategy_params.steps=100 "
+                        "(dotted key; the value is YAML, checked like the recipe file)")
+
+
 def add_recipe_overrides(p: argparse.ArgumentParser) -> None:
     """Options shared by `acquire` and `sweep` that override recipe keys."""
+    add_set_option(p)
     p.add_argument("--data-root", help="dataset root (overrides data.root)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--cycles", type=int, help="number of acquisitions (overrides active.final)")
@@ -110,6 +122,7 @@ def add_recipe_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--steps", type=int, help="optimiser steps per cycle instead of epochs")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"))
+    p.add_argument("--threads", type=int, help="intra-op threads (default: the usable cores, capped by OMP_NUM_THREADS)")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -133,7 +146,7 @@ def _split(text: str, what: str, cast=str) -> list:
 # ---------------------------------------------------------------------- commands
 
 def cmd_acquire(args: argparse.Namespace) -> int:
-    from segal.config import load_recipe
+    from segal.config import load_recipe, parse_set
     from segal.device import resolve_device
     from segal.distributed import init_from_env, is_main
     from segal.loop import ActiveLoop
@@ -142,7 +155,16 @@ def cmd_acquire(args: argparse.Namespace) -> int:
     overrides = {
         **recipe_overrides(args), "output_dir": args.output_dir, "seed": args.seed, "active.strategy": args.strategy,
     }
-    recipe = load_recipe(args.recipe, overrides)
+    if args.ceiling:
+        from segal.config import CEILING_OVERRIDES
+
+        overrides.update(CEILING_OVERRIDES)
+    warnings: list[str] = []
+    recipe = load_recipe(args.recipe, overrides, parse_set(args.set), warnings)
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    if args.ceiling and args.output_dir is None:  # never into the recipe's own run directory
+        recipe.output_dir = str(recipe.run_dir.with_name(recipe.run_dir.name + "-ceiling"))
     distributed = init_from_env(resolve_device(recipe.device))  # under torchrun: join the group
     run = start_run(recipe, args.recipe)
     progress = RichProgress(console, quiet=args.quiet or not is_main())
@@ -151,6 +173,7 @@ def cmd_acquire(args: argparse.Namespace) -> int:
         rows = loop.run_loop()
     finally:
         progress.close()
+        run.close()  # release the run's lock (segal.runlock)
     if is_main():
         title = f"{recipe.name}: {recipe.active.strategy} on {recipe.data.dataset} ({run.dir})"
         out.print(results_table(title, rows))
@@ -162,11 +185,16 @@ def cmd_acquire(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from segal.config import parse_set
     from segal.evaluate import evaluate_run
 
+    sets = parse_set(args.set)
+    if args.data_root is not None:
+        sets["data.root"] = args.data_root
     progress = RichProgress(console)
     try:
-        rows = evaluate_run(Path(args.run_dir), progress=progress, split=args.split, predictions=args.predictions)
+        rows = evaluate_run(Path(args.run_dir), progress=progress, split=args.split, predictions=args.predictions,
+                            sets=sets)
     finally:
         progress.close()
     out.print(results_table(f"re-evaluated {args.run_dir}", rows))
@@ -197,6 +225,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from segal.config import parse_set
     from segal.sweep import sweep
 
     strategies = _split(args.strategies, "strategies")
@@ -204,7 +233,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     progress = RichProgress(console, quiet=args.quiet)
     try:
         sweep(args.recipe, strategies, seeds, Path(args.out), recipe_overrides(args), progress,
-              target=args.target, console=out)
+              target=args.target, console=out, sets=parse_set(args.set), jobs=args.jobs, threads=args.threads)
     finally:
         progress.close()
     return 0
@@ -223,7 +252,8 @@ def cmd_select(args: argparse.Namespace) -> int:
         progress.close()
     auroc = diagnostics.get("auroc")
     extra = f" (discriminator AUROC {auroc:.3f})" if isinstance(auroc, float) else ""
-    out.print(f"chose {len(chosen)} images with {args.strategy}{extra}; ids written to {args.out}")
+    how = "at random (initial set: no --labeled)" if diagnostics.get("initial_random_set") else f"with {args.strategy}"
+    out.print(f"chose {len(chosen)} images {how}{extra}; ids written to {args.out}")
     return 0
 
 
@@ -247,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="run directory (default runs/<name>)")
     p.add_argument("--seed", type=int)
     p.add_argument("--strategy", help="acquisition strategy (see `segal strategies`)")
+    p.add_argument("--ceiling", action="store_true",
+                   help="train once on the whole pool (100%% labeled, no acquisition): the reference line of "
+                        "`segal report`; writes to --output-dir or runs/<name>-ceiling")
     add_recipe_overrides(p)
     p.set_defaults(func=cmd_acquire)
 
@@ -257,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for the runs (<strategy>-seed<seed>) and report/")
     p.add_argument("--target", type=float, default=0.95, help="report the budget reaching this share of the best final score")
     add_recipe_overrides(p)
+    p.add_argument("--jobs", type=int, default=1, help="runs side by side, the threads divided between them (default 1)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("select", help="choose images to label with a task-agnostic strategy (VAAL, random): no task network")
@@ -277,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--split", help="split to evaluate (default: the recipe's test split)")
     p.add_argument("--predictions", help="also write predicted masks here in the dataset's own label encoding")
+    p.add_argument("--data-root", help="evaluate on the dataset in this folder instead of the run's data.root")
+    add_set_option(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("export", help="export the pending images with predicted masks for an annotation tool")
@@ -301,17 +337,72 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is, so that ``finally`` blocks and temp-file clean-up run."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated
+
+
+# What the user can do about the file-system errors a run meets; any other OSError is a bug.
+_OS_FIXES = {
+    errno.EACCES: ("permission denied", "give yourself access (ls -l; chmod), or choose another folder, e.g. --output-dir"),
+    errno.EPERM: ("operation not permitted", "give yourself access (ls -l; chmod), or choose another folder"),
+    errno.EROFS: ("read-only file system", "write the run to a writable folder with --output-dir, or copy it there"),
+    errno.ENOSPC: ("no space left on the device", "free disk space, then re-run the same command: it resumes"),
+    errno.EDQUOT: ("disk quota exceeded", "free disk space, then re-run the same command: it resumes"),
+    errno.EISDIR: ("is a folder, a file was expected", "pass the file's path, not its folder's"),
+    errno.ENOTDIR: ("a part of this path is a file, a folder was expected", "check the path: move the file away or pass the folder"),
+    errno.ENAMETOOLONG: ("file name too long", "choose a shorter path"),
+}
+
+
+def os_error_line(exc: OSError) -> str | None:
+    """One line naming the path and a fix, for the OSError families a user can fix; else None."""
+    if exc.errno not in _OS_FIXES:
+        return None
+    what, fix = _OS_FIXES[exc.errno]
+    where = " → ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    return f"{where}: {what} — fix: {fix}" if where else f"{what} — fix: {fix}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    from segal.threads import prefer_passive_wait
+
+    prefer_passive_wait()  # before torch loads OpenMP: idle threads sleep instead of spinning on shared cores
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _in_main_thread() else None
     try:
+        from segal.threads import configure_threads
+
+        configure_threads(getattr(args, "threads", None))  # see segal.threads: sized to the usable cores
         return args.func(args)
     except UserError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
+    except OSError as exc:
+        line = os_error_line(exc)
+        if line is None:
+            raise
+        console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        return 2
     except KeyboardInterrupt:
-        console.print("interrupted — re-run the same command to resume from the last finished step")
+        console.print("interrupted — re-run the same command to resume from the last finished step", soft_wrap=True)
         return 130
+    except Terminated:
+        console.print("terminated (SIGTERM) — re-run the same command to resume from the last finished step", soft_wrap=True)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

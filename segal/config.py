@@ -9,6 +9,7 @@ always be reproduced from its own folder.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ class DataConfig:
     test_split: str = "val"
     image_size: list[int] | None = None  # [H, W] the task network trains and evaluates at
     options: dict[str, Any] = field(default_factory=dict)  # adapter-specific keyword arguments
+    cache: bool = False  # train from a memory-mapped copy at ≤2× image_size (segal.data.train_cache)
 
 
 @dataclass
@@ -48,6 +50,7 @@ class TrainConfig:
 
     epochs: int = 30
     steps: int | None = None  # fixed optimiser steps per cycle instead of epochs (the authors' code)
+    min_steps: int = 0  # floor under epochs: steps = max(min_steps, ceil(epochs × labeled / batch_size))
     batch_size: int = 8
     eval_batch_size: int = 16
     optimizer: Literal["adam", "sgd", "adamw"] = "adam"
@@ -55,16 +58,17 @@ class TrainConfig:
     weight_decay: float = 1e-4
     momentum: float = 0.9
     schedule: Literal["poly", "step", "constant", "cosine"] = "poly"
-    amp: Literal["auto", "on", "off"] = "auto"
+    amp: Literal["auto", "on", "off"] = "auto"  # YAML reads a bare on/off as true/false: both are accepted
     augment: bool = True
     num_workers: int = 0
-    reinit: bool = True  # re-initialise the task network each cycle, as in the paper
-    keep_checkpoints: bool = True
+    reinit: bool = True  # as in the paper; false = warm start from the previous cycle's network (a deviation)
+    keep_checkpoints: bool = True  # false: keep only the latest cycle's task.pt (saves disk; `evaluate` sees one)
 
 
 @dataclass
 class ActiveConfig:
-    """The active-learning protocol: sizes are fractions of the pool (float < 1) or counts (int)."""
+    """The active-learning protocol: a size written as a float is a fraction of the pool (``0.1``, and
+    ``1.0`` = all of it), one written as an int is a count of images (``300``)."""
 
     initial: float | int = 0.1
     budget: float | int = 0.05
@@ -140,10 +144,15 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             fail()
         return from_dict(tp, value, source, prefix=f"{key}.")
     if origin is Literal:
-        if value not in typing.get_args(tp):
+        choices = typing.get_args(tp)
+        if isinstance(value, bool) and {"on", "off"} <= set(choices):
+            return "on" if value else "off"  # YAML 1.1 reads a bare `on` / `off` as a boolean
+        if isinstance(value, bool) or value not in choices:
             fail()
         return value
     if origin in (typing.Union, types.UnionType):
+        if isinstance(value, float) and not math.isfinite(value) and float in typing.get_args(tp):
+            return _coerce(value, float, key, source)  # the "finite number" message, not "float or int"
         for option in typing.get_args(tp):
             try:
                 return _coerce(value, option, key, source)
@@ -174,6 +183,9 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             fail()
+        if not math.isfinite(value):  # `.nan` passes every `<= 0` check, `.inf` trains to NaN
+            raise UserError(f"key '{key}' is {value!r}, expected a finite number", path=source,
+                            fix=f"set '{key}' to a number such as 0.1")
         return value  # an int stays an int: `initial: 300` is a count, `initial: 0.1` a fraction
     if tp is str:
         if not isinstance(value, str):
@@ -201,31 +213,204 @@ def to_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj)
 
 
-def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
-    """Read, override and validate a recipe file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("recipe file not found", path=path, fix="check the path (recipes live in recipes/)")
+# --------------------------------------------------------------------------- reading YAML
+
+MAX_YAML_BYTES = 1 << 20  # a recipe is a page of text; anything larger is the wrong file
+MAX_YAML_NODES = 100_000  # nodes after alias expansion: a billion-laughs file expands to 10^9
+MAX_YAML_DEPTH = 50  # no recipe nests deeper than a handful of levels
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: object, line: int, first_line: int):
+        super().__init__(key, line, first_line)
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key written twice: PyYAML keeps the last one silently, which
+    drops a whole section when the user wrote, say, two ``train:`` blocks."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[object, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *defaults` may be overridden key by key, as YAML intends
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                except TypeError:
+                    continue  # an unhashable key: PyYAML's own error follows
+                if first != key_node.start_mark.line + 1:
+                    raise _DuplicateKey(key, key_node.start_mark.line + 1, first)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_expanded_size(root: yaml.Node) -> None:
+    """Count nodes as if every alias were expanded (aliases share one node object, so memoise by id):
+    linear in the file, and it refuses an alias bomb before anything walks or copies it."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if depth > MAX_YAML_DEPTH:
+            raise _TooLarge(f"nested deeper than {MAX_YAML_DEPTH} levels")
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(v, depth + 1) for v in node.value)
+        else:
+            total = 1
+        if total > MAX_YAML_NODES:
+            raise _TooLarge(f"expands to more than {MAX_YAML_NODES:,} values (aliases repeated inside aliases)")
+        sizes[id(node)] = total
+        return total
+
+    size(root, 0)
+
+
+def parse_yaml(text: str, source: object, what: str = "recipe") -> Any:
+    """Parse YAML text like ``yaml.safe_load``; duplicate keys, alias bombs and absurd nesting are
+    :class:`UserError` naming ``source`` (a file, or ``--set KEY``)."""
+    loader = _RecipeLoader(text)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(node)
+        return loader.construct_document(node)
+    except _DuplicateKey as exc:
+        raise UserError(f"key '{exc.key}' is written twice (line {exc.first_line} and line {exc.line}); "
+                        "YAML would silently keep only the second", path=source,
+                        fix=f"merge the two '{exc.key}' entries into one") from None
+    except _TooLarge as exc:
+        raise UserError(f"the {what} {exc}", path=source, fix=f"write the {what} out plainly, without nested aliases") from None
+    except RecursionError:
+        raise UserError(f"the {what} is nested too deeply to read", path=source,
+                        fix=f"flatten it: a {what} needs only a few levels") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise UserError(f"malformed YAML{where}: {problem}", path=path, fix="fix the YAML syntax") from None
+        raise UserError(f"malformed YAML{where}: {problem}", path=source, fix="fix the YAML syntax") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml_file(path: str | Path, what: str = "recipe") -> Any:
+    """Read a user's YAML file: a folder, a missing, huge or non-UTF-8 file is one clear error."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"is a folder, not a {what} file", path=path,
+                        fix=f"pass the {what} YAML file itself, e.g. recipes/demo.yaml")
+    if not path.is_file():
+        raise UserError(f"{what} file not found", path=path, fix="check the path (recipes live in recipes/)")
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise UserError(f"is {path.stat().st_size / 2**20:.1f} MiB, too large for a {what}", path=path,
+                        fix=f"pass the {what} YAML file (a few kB), not a data file")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # a UTF-8 byte-order mark (Windows editors) is fine
+    except UnicodeDecodeError as exc:
+        raise UserError(f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})", path=path,
+                        fix="save the file as UTF-8 (in most editors: Save with Encoding → UTF-8)") from None
+    return parse_yaml(text, path, what)
+
+
+# --------------------------------------------------------------------------- overrides
+
+def parse_set(pairs: list[str]) -> dict[str, Any]:
+    """``["active.initial=0.05", "train.amp=on"]`` → ``{"active.initial": 0.05, "train.amp": True}``:
+    each value is a YAML scalar (or flow list/mapping), typed and checked later like the file's."""
+    sets: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise UserError(f"--set {pair!r} is not KEY=VALUE", fix="write a dotted recipe key, e.g. --set active.initial=0.05")
+        sets[key] = parse_yaml(value, f"--set {key}", what="value")
+    return sets
+
+
+def _field_type(dotted: str, source: str) -> Any:
+    """The annotation a dotted recipe key must satisfy, or ``Any`` inside a free-form mapping such as
+    ``active.strategy_params`` (whose owner checks it: the strategy's or the model's parameters)."""
+    cls: Any = Recipe
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        here = ".".join(parts[: i + 1])
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            raise UserError(f"unknown key '{here}'", path=source, fix=f"use one of: {', '.join(sorted(hints))}")
+        tp = hints[part]
+        if i == len(parts) - 1:
+            return tp
+        if dataclasses.is_dataclass(tp):
+            cls = tp
+        elif typing.get_origin(tp) is dict:
+            return Any
+        else:
+            raise UserError(f"key '{here}' is a single value, it holds no key '{parts[i + 1]}'", path=source,
+                            fix=f"write --set {here}=VALUE")
+    return cls
+
+
+def apply_sets(data: dict[str, Any], sets: dict[str, Any]) -> dict[str, Any]:
+    """Write ``--set`` values into recipe ``data`` (in place), each checked against its key's type first,
+    so that an error names the ``--set`` that caused it rather than the file."""
+    for dotted, value in sets.items():
+        source = f"--set {dotted}"
+        tp = _field_type(dotted, source)
+        _coerce(value, tp, dotted, source)
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[leaf] = value
+    return data
+
+
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None, sets: dict[str, Any] | None = None,
+                warnings: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe file.
+
+    ``overrides`` are the CLI's own flags (``None`` = not given); ``sets`` are ``--set`` values, applied
+    last.  Switching strategy drops the recipe's ``strategy_params`` (they belong to its own strategy);
+    what was dropped is appended to ``warnings`` for the CLI to show.
+    """
+    path = Path(path)
+    data = read_yaml_file(path)
+    if data is None:
+        raise UserError("the recipe is empty", path=path, fix="write a recipe (see recipes/demo.yaml), or `{}` for all defaults")
     if not isinstance(data, dict):
         raise UserError("a recipe must be a YAML mapping of keys", path=path, fix="see recipes/demo.yaml")
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    sets = dict(sets or {})
     active = data.get("active") if isinstance(data.get("active"), dict) else {}
-    if ("active.strategy" in overrides and overrides["active.strategy"] != active.get("strategy")
-            and "active.strategy_params" not in overrides):
-        overrides["active.strategy_params"] = {}  # the recipe's parameters belong to its own strategy
+    old_strategy = active.get("strategy", ActiveConfig.strategy)
+    new_strategy = sets.get("active.strategy", overrides.get("active.strategy", old_strategy))
+    if (new_strategy != old_strategy and "active.strategy_params" not in overrides
+            and "active.strategy_params" not in sets and isinstance(active.get("strategy_params"), dict)):
+        dropped = active.pop("strategy_params")  # the recipe's parameters belong to its own strategy
+        if dropped and warnings is not None:
+            warnings.append(
+                f"strategy {new_strategy} replaces the recipe's {old_strategy}: its active.strategy_params "
+                f"({', '.join(f'{k}={v}' for k, v in dropped.items())}) are dropped — pass what {new_strategy} "
+                "needs with --set active.strategy_params.KEY=VALUE")
     for dotted, value in overrides.items():
         node = data
         *parents, leaf = dotted.split(".")
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = value
+    apply_sets(data, sets)
     recipe = from_dict(Recipe, data, str(path))
     validate(recipe, str(path))
     return recipe
@@ -237,44 +422,58 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
     return recipe
 
 
-def _positive(value: float | int | None, key: str, source: str, allow_zero: bool = False) -> None:
+def _size(value: float | int | None, key: str, source: str) -> None:
+    """A pool size: a float is a fraction in (0, 1] (1.0 = the whole pool), an int a count ≥ 1."""
     if value is None:
         return
-    if value < 0 or (value == 0 and not allow_zero):
-        raise UserError(f"key '{key}' is {value}, it must be positive", path=source, fix=f"set '{key}' > 0")
-    if isinstance(value, float) and value >= 1 and value != int(value):
-        raise UserError(
-            f"key '{key}' is {value}: a fraction must be below 1",
-            path=source,
-            fix="write a fraction such as 0.1 or a whole count such as 300",
-        )
+    if isinstance(value, float):
+        if not 0 < value <= 1:
+            raise UserError(f"key '{key}' is {value}: a float is a fraction of the pool, in (0, 1]", path=source,
+                            fix=f"write a fraction such as 0.1 (1.0 = the whole pool), or a whole count such as {max(1, round(value))}")
+    elif value < 1:
+        raise UserError(f"key '{key}' is {value}: a count must be at least 1", path=source,
+                        fix=f"set '{key}' to a count ≥ 1 or a fraction such as 0.1")
+
+
+def _at_least(value: float | int | None, low: float, key: str, source: str, fix: str, strict: bool = False) -> None:
+    if value is not None and (value < low or (strict and value == low)):
+        raise UserError(f"key '{key}' is {value}, it must be {'>' if strict else '≥'} {low}", path=source, fix=fix)
 
 
 def validate(recipe: Recipe, source: str) -> None:
-    """Value checks that do not need the data (pool-size checks happen in :func:`plan_budgets`)."""
+    """Value checks that do not need the data or the model (pool sizes: :func:`plan_budgets`; the
+    model and the image size: :mod:`segal.preflight`).  Non-finite floats never get here (:func:`_coerce`)."""
     a, t, d = recipe.active, recipe.train, recipe.data
-    _positive(a.initial, "active.initial", source)
-    _positive(a.budget, "active.budget", source)
-    _positive(a.final, "active.final", source)
-    if a.cycles is not None and a.cycles < 0:
-        raise UserError("key 'active.cycles' is negative", path=source, fix="set it to 0 or more")
+    _size(a.initial, "active.initial", source)
+    _size(a.budget, "active.budget", source)
+    _size(a.final, "active.final", source)
+    _at_least(recipe.seed, 0, "seed", source, "set 'seed' to 0 or a positive whole number")
+    if recipe.seed >= 2**63:
+        raise UserError(f"key 'seed' is {recipe.seed}, too large", path=source, fix="use a seed below 2**63")
+    _at_least(a.cycles, 0, "active.cycles", source, "set it to 0 or more")
     if not 0.0 <= a.label_noise <= 1.0:
         raise UserError("key 'active.label_noise' must be in [0, 1]", path=source, fix="e.g. 0.1 for 10%")
     for key in ("epochs", "batch_size", "eval_batch_size"):
-        if getattr(t, key) <= 0:
-            raise UserError(f"key 'train.{key}' must be positive", path=source, fix=f"set 'train.{key}' > 0")
-    if t.steps is not None and t.steps <= 0:
-        raise UserError("key 'train.steps' must be positive", path=source, fix="set it > 0 or null")
-    if t.lr <= 0:
-        raise UserError("key 'train.lr' must be positive", path=source, fix="e.g. 0.001")
-    if t.num_workers < 0:
-        raise UserError("key 'train.num_workers' is negative", path=source, fix="set it to 0 or more")
+        _at_least(getattr(t, key), 0, f"train.{key}", source, f"set 'train.{key}' to 1 or more", strict=True)
+    _at_least(t.steps, 0, "train.steps", source, "set it to 1 or more, or null", strict=True)
+    _at_least(t.min_steps, 0, "train.min_steps", source, "set it to 0 (no floor) or more")
+    _at_least(t.lr, 0, "train.lr", source, "e.g. 0.001", strict=True)
+    _at_least(t.weight_decay, 0, "train.weight_decay", source, "e.g. 0.0001, or 0 for none")
+    if not 0 <= t.momentum < 1:
+        raise UserError(f"key 'train.momentum' is {t.momentum}, it must be in [0, 1)", path=source, fix="e.g. 0.9")
+    _at_least(t.num_workers, 0, "train.num_workers", source, "set it to 0 or more")
     if d.image_size is not None and (len(d.image_size) != 2 or min(d.image_size) <= 0):
         raise UserError("key 'data.image_size' must be [height, width]", path=source, fix="e.g. [128, 160]")
 
 
+# `segal acquire --ceiling`: the same recipe trained once on the whole pool, no acquisition.  The
+# report recognises such a run by its cycle 0 covering the pool (segal.results.RunData.is_ceiling).
+CEILING_OVERRIDES: dict[str, Any] = {"active.initial": 1.0, "active.cycles": 0}
+
+
 def _count(value: float | int, pool: int) -> int:
-    return int(value) if isinstance(value, int) or float(value).is_integer() and value >= 1 else round(value * pool)
+    """A float is a fraction of the pool, an int a count (see :class:`ActiveConfig`)."""
+    return value if isinstance(value, int) else round(value * pool)
 
 
 def plan_budgets(active: ActiveConfig, pool_size: int, source: str = "<recipe>") -> list[int]:
@@ -291,8 +490,14 @@ def plan_budgets(active: ActiveConfig, pool_size: int, source: str = "<recipe>")
         sizes = [initial + k * step for k in range(active.cycles + 1)]
     else:
         final = _count(active.final, pool_size) if active.final is not None else initial
+        if final < initial:
+            raise UserError(
+                f"active.final ({active.final!r} = {final} images) is below active.initial ({initial} images)",
+                path=source, fix="raise active.final: a float is a fraction (1.0 = the whole pool), an int a count")
         cycles = max(0, round((final - initial) / step))  # rounding: 10% + 6×5% reaches "40%" on any pool
         sizes = [initial + k * step for k in range(cycles + 1)]
+        if sizes[-1] > pool_size >= final:
+            sizes[-1] = pool_size  # rounded up past the pool: the last acquisition takes what is left
     if sizes[-1] > pool_size:
         raise UserError(
             f"the last budget needs {sizes[-1]} labeled images but the pool holds {pool_size}",

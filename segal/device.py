@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 
@@ -51,3 +53,18 @@ def amp_enabled(setting: str, device: torch.device) -> bool:
 def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
     """A gradient scaler for float16 on CUDA; disabled (a pass-through) elsewhere."""
     return torch.amp.GradScaler(device.type, enabled=enabled and device.type == "cuda")
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Where and at what size the networks run: built once per run (``Run.compute``) and handed to
+    training, evaluation and acquisition, instead of the same five arguments passed by hand."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    image_size: Sequence[int] | None = None  # [H, W] network input; None keeps each image's size
+    amp: bool = False  # autocast (see amp_enabled)
+    batch_size: int = 16  # inference batch: evaluation and pool scoring (training uses train.batch_size)
+    num_workers: int = 0  # DataLoader worker processes
+
+    def __post_init__(self):
+        object.__setattr__(self, "device", torch.device(self.device))  # accept "cpu", "cuda:0"

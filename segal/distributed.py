@@ -6,17 +6,25 @@ CPU).  Every rank runs the same deterministic loop; only rank 0 writes files, an
 agrees on the selected ids because scores are gathered and reduced with an index tie-break.
 Pool scoring shards indices explicitly (``sorted_ids[rank::world]``) instead of using
 ``DistributedSampler``, which pads with duplicates.
+
+Every collective waits at most :func:`group_timeout` (``SEGAL_DIST_TIMEOUT`` seconds, 30 minutes
+by default) for the other ranks: a rank that took another branch (and so another collective) then
+fails with gloo's or NCCL's timeout error, and torchrun stops the rest, instead of a silent stall.
+Any choice made from what is on disk must therefore be the same on every rank (gather it first).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from segal.errors import UserError
 
 
 def is_distributed() -> bool:
@@ -40,14 +48,34 @@ def barrier() -> None:
         dist.barrier()
 
 
+TIMEOUT_ENV = "SEGAL_DIST_TIMEOUT"
+DEFAULT_TIMEOUT = timedelta(minutes=30)  # longer than any rank-0-only step (saving, a report) takes
+
+
+def group_timeout(env: Mapping[str, str] | None = None) -> timedelta:
+    """How long one collective waits for the other ranks: ``SEGAL_DIST_TIMEOUT`` seconds, else 30 minutes."""
+    text = (os.environ if env is None else env).get(TIMEOUT_ENV)
+    if text is None:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise UserError(f"{TIMEOUT_ENV}={text!r} is not a positive number of seconds",
+                        fix=f"e.g. {TIMEOUT_ENV}=600, or unset it for {DEFAULT_TIMEOUT.seconds // 60} minutes")
+    return timedelta(seconds=seconds)
+
+
 def init_from_env(device: torch.device) -> bool:
     """Join the process group when launched by torchrun; returns whether the run is distributed."""
     if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return is_distributed()
+    timeout = group_timeout()
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    dist.init_process_group(backend=backend, timeout=timeout)
     return True
 
 

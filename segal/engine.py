@@ -7,7 +7,6 @@ would have produced.  Checkpoints hold tensors only and are loaded with ``weight
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections.abc import Sequence
@@ -20,15 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from segal import distributed as dist
+from segal.checkpoint import apply_state_dict, load_checkpoint, save_checkpoint
 from segal.config import TrainConfig
 from segal.crashpoints import crash_point
 from segal.data.base import Dataset
 from segal.data.loaders import make_loader
-from segal.device import autocast, grad_scaler
+from segal.device import Compute, autocast, grad_scaler
 from segal.errors import UserError
 from segal.metrics import ConfusionMatrix
-from segal.pool import atomic_write_bytes
-from segal.strategies.base import Progress
+from segal.progress import Progress
 
 
 @dataclass
@@ -60,53 +59,61 @@ def lr_factor(schedule: str, step: int, total: int) -> float:
 
 
 def task_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Mean cross-entropy over labelled pixels; a batch with none gives 0 (not 0/0 = NaN, which would
+    poison the weights) so that every rank of a distributed run still takes the same step."""
+    if not bool((target != ignore_index).any()):
+        return logits.float().sum() * 0.0
     return F.cross_entropy(logits.float(), target, ignore_index=ignore_index)
 
 
-def save_checkpoint(path: Path, payload: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+# Non-finite losses in a row that a float16 gradient scaler may legitimately skip before we give up.
+MAX_SKIPPED_STEPS = 10
 
 
-def load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 — corrupt or foreign files are the same user-facing problem
-        raise UserError(f"cannot read checkpoint ({type(exc).__name__})", path=path,
-                        fix="delete it to recompute this step") from None
+def diverged(step: int, loss: float) -> UserError:
+    return UserError(f"training diverged: the loss is {loss} at step {step}, so no result of this cycle would be valid",
+                     fix="lower train.lr in the recipe (or use train.amp: off), then re-run the same command")
 
 
-def load_model_state(model: nn.Module, state: dict, path: Path) -> None:
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise UserError(f"checkpoint does not fit this model ({first})", path=path,
-                        fix="it was saved for another model or class count: delete it or fix the recipe") from None
+def all_void() -> UserError:
+    return UserError("the labeled images hold no labelled pixel (every mask is all ignore), so there is nothing to train on",
+                     fix="check the masks of the labeled images (255 = ignore) and the class list, then re-run")
+
+
+def weights_finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def planned_steps(cfg: TrainConfig, num_labeled: int) -> int:
+    """Optimiser steps of one cycle: ``train.steps`` when set, else ``epochs`` passes over the labeled
+    set with a floor, ``max(min_steps, ceil(epochs × num_labeled / batch_size))``.  Epochs alone make
+    the smallest budgets train for too few steps to converge; the floor fixes that while the larger
+    budgets still get more steps with more labels."""
+    if cfg.steps:
+        return cfg.steps
+    return max(cfg.min_steps, math.ceil(cfg.epochs * num_labeled / cfg.batch_size), 1)
 
 
 def train(
     model: nn.Module,
     dataset: Dataset,
-    indices: Sequence[int],
+    indices: Sequence[int] | np.ndarray,
     cfg: TrainConfig,
     *,
-    image_size: Sequence[int] | None,
-    device: torch.device,
+    compute: Compute,
     seed: int,
-    amp: bool = False,
     checkpoint: Path | None = None,
     progress: Progress | None = None,
     description: str = "training",
 ) -> TrainResult:
     """Train ``model`` on ``indices`` of ``dataset``; resumable from ``checkpoint`` (epoch granularity)."""
     progress = progress or Progress()
+    device, amp = compute.device, compute.amp
     indices = np.asarray(indices, dtype=np.int64)
     world = dist.world()
     per_rank = len(indices) // world if world > 1 else len(indices)
     batches_per_epoch = max(1, per_rank // cfg.batch_size) if per_rank > cfg.batch_size else 1
-    total_steps = cfg.steps or cfg.epochs * batches_per_epoch
+    total_steps = planned_steps(cfg, per_rank)
     epochs = math.ceil(total_steps / batches_per_epoch)
     model.to(device)
     net = model
@@ -116,12 +123,14 @@ def train(
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = make_optimizer(model, cfg)
     scaler = grad_scaler(device, amp)
-    step, start_epoch, last_loss = 0, 0, float("nan")
+    step, start_epoch, last_loss, labelled_steps = 0, 0, float("nan"), 0
     if checkpoint is not None and checkpoint.exists():
         saved = load_checkpoint(checkpoint)
-        load_model_state(model, saved["model"], checkpoint)
+        apply_state_dict(model, saved["model"], checkpoint)
         optimizer.load_state_dict(saved["optimizer"])
         step, start_epoch, last_loss = int(saved["step"]), int(saved["epoch"]), float(saved["loss"])
+        labelled_steps = int(saved.get("labelled_steps", step))  # older checkpoints: assume all were
+    skipped = 0  # consecutive non-finite losses (only a float16 gradient scaler may produce and skip them)
     ignore = dataset.classes.ignore_index
     started = time.perf_counter()
     bar = progress.track(range(start_epoch, epochs), total=epochs - start_epoch, description=description)
@@ -132,7 +141,7 @@ def train(
             perm = np.random.default_rng([seed, epoch]).permutation(indices)
             epoch_indices = perm[dist.rank() : per_rank * world : world]
         loader = make_loader(
-            dataset, epoch_indices, size=image_size, batch_size=cfg.batch_size, train=True, augment=cfg.augment,
+            dataset, epoch_indices, size=compute.image_size, batch_size=cfg.batch_size, train=True, augment=cfg.augment,
             with_targets=True, seed=seed * 1000003 + epoch, num_workers=cfg.num_workers, drop_last=True,
         )
         net.train()
@@ -146,21 +155,36 @@ def train(
             with autocast(device, amp):
                 logits = net(images)
             loss = task_loss(logits, targets, ignore)
+            value = loss.item()
+            if not math.isfinite(value):  # a diverging lr: stop before NaN reaches the weights or a result
+                skipped += 1
+                if not scaler.is_enabled() or skipped >= MAX_SKIPPED_STEPS:
+                    raise diverged(step, value)
+            else:
+                skipped = 0
+                running.append(value)
+            labelled_steps += int(bool((targets != ignore).any()))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            running.append(loss.item())
             step += 1
             crash_point("train.step")
         if running:
             last_loss = float(np.mean(running))
+        if not weights_finite(model):
+            raise diverged(step, float("nan"))
+        if labelled_steps == 0 and step > 0:  # a whole epoch without one labelled pixel: checked before saving
+            raise all_void()
         if checkpoint is not None:
             save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                         "step": step, "epoch": epoch + 1, "loss": last_loss})
+                                         "step": step, "epoch": epoch + 1, "loss": last_loss,
+                                         "labelled_steps": labelled_steps})
         progress.log("train_epoch", epoch=epoch, step=step, loss=last_loss)
         if step >= total_steps:
             break
+    if step > 0 and not math.isfinite(last_loss):
+        raise diverged(step, last_loss)
     return TrainResult(steps=step, final_loss=last_loss, seconds=time.perf_counter() - started)
 
 
@@ -168,13 +192,9 @@ def train(
 def evaluate(
     model: nn.Module,
     dataset: Dataset,
-    indices: Sequence[int] | None = None,
+    indices: Sequence[int] | np.ndarray | None = None,
     *,
-    image_size: Sequence[int] | None,
-    device: torch.device,
-    batch_size: int = 16,
-    amp: bool = False,
-    num_workers: int = 0,
+    compute: Compute,
     progress: Progress | None = None,
 ) -> dict:
     """mIoU and per-class IoU (segmentation) or top-1/top-5 accuracy (classification) over a split."""
@@ -185,8 +205,10 @@ def evaluate(
     indices = dist.shard(indices)  # each rank evaluates its share; the matrices are summed below
     # Segmentation is scored at each mask's own resolution (logits upsampled bilinearly), as the
     # official Cityscapes evaluator does, not on masks shrunk to the network's input size.
-    loader = make_loader(dataset, indices, size=image_size, batch_size=batch_size, train=False,
-                         with_targets=True, num_workers=num_workers, full_size_targets=dataset.task != "classification")
+    device, amp = compute.device, compute.amp
+    loader = make_loader(dataset, indices, size=compute.image_size, batch_size=compute.batch_size, train=False,
+                         with_targets=True, num_workers=compute.num_workers,
+                         full_size_targets=dataset.task != "classification")
     num_classes = len(dataset.classes)
     cm = ConfusionMatrix(num_classes, dataset.classes.ignore_index)
     top5, seen = 0, 0
@@ -227,16 +249,18 @@ def _per_class_recall(cm: ConfusionMatrix, names: Sequence[str]) -> dict:
 def predict_masks(
     model: nn.Module,
     dataset: Dataset,
-    indices: Sequence[int],
+    indices: Sequence[int] | np.ndarray,
     *,
-    image_size: Sequence[int] | None,
-    device: torch.device,
+    compute: Compute,
     batch_size: int = 8,
-    amp: bool = False,
 ):
-    """Yield ``(pool index, uint8 train-id mask at the image's own size)`` for export."""
+    """Yield ``(pool index, uint8 train-id mask at the image's own size)`` for export.
+
+    Its own small batch and no workers (not ``compute``'s): every mask is kept at full image size."""
+    device, amp = compute.device, compute.amp
     model.to(device).eval()
-    loader = make_loader(dataset, indices, size=image_size, batch_size=batch_size, train=False, with_targets=False)
+    loader = make_loader(dataset, indices, size=compute.image_size, batch_size=batch_size, train=False,
+                         with_targets=False)
     for images, idx in loader:
         with autocast(device, amp):
             logits = model(images.to(device)).float()

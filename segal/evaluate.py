@@ -8,16 +8,18 @@ on them unchanged (see datasets/cityscapes.md).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
+from segal.config import apply_sets, recipe_from_dict, to_dict
 from segal.engine import evaluate, predict_masks
 from segal.errors import UserError
+from segal.fileio import atomic_write_bytes, atomic_write_json, read_json
 from segal.loop import CycleResult
-from segal.pool import atomic_write_bytes, atomic_write_json
+from segal.progress import Progress
 from segal.runs import Run, open_run
-from segal.strategies.base import Progress
 
 
 def write_predictions(run: Run, cycle: int, dataset, out: Path, progress: Progress | None = None) -> int:
@@ -28,7 +30,7 @@ def write_predictions(run: Run, cycle: int, dataset, out: Path, progress: Progre
     out.mkdir(parents=True, exist_ok=True)
     count = 0
     indices = np.arange(len(dataset))
-    stream = predict_masks(model, dataset, indices, image_size=run.recipe.data.image_size, device=run.device, amp=run.amp)
+    stream = predict_masks(model, dataset, indices, compute=run.compute)
     for index, mask in progress.track(stream, total=len(indices), description=f"predicting cycle {cycle}"):
         image_id = dataset.image_id(index)
         if lut is not None:
@@ -43,8 +45,16 @@ def write_predictions(run: Run, cycle: int, dataset, out: Path, progress: Progre
 
 
 def evaluate_run(run_dir: Path, progress: Progress | None = None, split: str | None = None,
-                 predictions: str | None = None) -> list[CycleResult]:
+                 predictions: str | None = None, sets: dict[str, Any] | None = None) -> list[CycleResult]:
+    """Score every kept checkpoint on ``split`` (default: the run's test split).
+
+    ``sets`` override keys of the run's stored recipe (``--set``, ``--data-root``: ``data.root`` to score
+    the run on data in another folder).  Only the split scored is opened: no train split is needed.
+    """
     run = open_run(run_dir)
+    if sets:
+        stored = str(Path(run_dir) / "recipe.yaml")
+        run = Run(run.dir, recipe_from_dict(apply_sets(to_dict(run.recipe), sets), stored))
     if split:
         run.recipe.data.test_split = split
     dataset = run.test
@@ -55,16 +65,14 @@ def evaluate_run(run_dir: Path, progress: Progress | None = None, split: str | N
     for ckpt in checkpoints:
         cycle = int(ckpt.parent.name)
         model = run.load_task_model(cycle)
-        metrics = evaluate(model, dataset, image_size=run.recipe.data.image_size, device=run.device,
-                           batch_size=run.recipe.train.eval_batch_size, amp=run.amp, progress=progress)
+        metrics = evaluate(model, dataset, compute=run.compute, progress=progress)
         old = ckpt.parent / "metrics.json"
         labeled = fraction = None
         if old.exists():
-            import json
-
-            m = json.loads(old.read_text())
+            m = read_json(old)
             labeled, fraction = m.get("labeled"), m.get("fraction")
-        metrics.update(cycle=cycle, split=run.recipe.data.test_split, labeled=labeled, fraction=fraction)
+        metrics.update(cycle=cycle, split=run.recipe.data.test_split, data_root=run.recipe.data.root,
+                       labeled=labeled, fraction=fraction)
         atomic_write_json(ckpt.parent / f"eval_{run.recipe.data.test_split}.json", metrics)
         name = "miou" if "miou" in metrics else "accuracy"
         rows.append(CycleResult(cycle, labeled or 0, fraction or 0.0, name, metrics[name]))

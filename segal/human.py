@@ -17,27 +17,32 @@ import numpy as np
 
 from segal.crashpoints import crash_point
 from segal.errors import UserError
-from segal.pool import atomic_write_bytes
-from segal.runs import open_run
+from segal.fileio import atomic_write_bytes
+from segal.runs import Run, open_run
 
 
 def export_pending(run_dir: Path, fmt: str, out: Path) -> Path:
-    from segal.engine import predict_masks
-    from segal.interchange import ExportItem, export_batch
+    with open_run(run_dir) as run:
+        run.take_lock()  # the batch and the checkpoint must not change under the export
+        return _export(run, fmt, Path(out))
 
-    run = open_run(run_dir)
+
+def _export(run: Run, fmt: str, out: Path) -> Path:
+    from segal.engine import predict_masks
+    from segal.interchange import ExportItem, check_replaceable, export_batch
+
     state = run.load_state()
     if not state.pending:
         raise UserError("no images are waiting for labels", path=run.state_path,
                         fix="run `segal acquire RECIPE --oracle human` to choose a batch first")
     pool = run.pool
+    check_replaceable(out, [pool.image_id(i) for i in state.pending])  # refused before the network runs
     if pool.task != "segmentation":
-        raise UserError("export with predicted masks is for segmentation runs", path=run_dir,
+        raise UserError("export with predicted masks is for segmentation runs", path=run.dir,
                         fix="for classification, label the ids listed in the last queries.json")
     model = run.load_task_model(state.cycle)
     items = []
-    for index, mask in predict_masks(model, pool, state.pending, image_size=run.recipe.data.image_size,
-                                     device=run.device, amp=run.amp):
+    for index, mask in predict_masks(model, pool, state.pending, compute=run.compute):
         items.append(ExportItem(id=pool.image_id(index), image=pool.load_image(index),
                                 image_path=pool.image_path(index), prediction=mask))
     lut = getattr(pool, "train_to_label_id", None)
@@ -49,9 +54,14 @@ def export_pending(run_dir: Path, fmt: str, out: Path) -> Path:
 
 def import_labels(run_dir: Path, path: Path) -> int:
     """Validate and store masks for every pending id; nothing changes unless all of them are valid."""
+    with open_run(run_dir) as run:
+        run.take_lock()
+        return _import(run, Path(path))
+
+
+def _import(run: Run, path: Path) -> int:
     from segal.interchange import import_masks
 
-    run = open_run(run_dir)
     state = run.load_state()
     if not state.pending:
         raise UserError("no images are waiting for labels (already imported?)", path=run.state_path,
@@ -84,6 +94,7 @@ def import_labels(run_dir: Path, path: Path) -> int:
         shutil.rmtree(staging, ignore_errors=True)
     crash_point("import.state")
     count = len(state.pending)
+    state.human.extend(state.pending)  # from now on these images must train on labels/<id>.png
     state.add_labeled(list(state.pending), cycle=state.cycle + 1)
     state.cycle += 1
     state.stage = "train"

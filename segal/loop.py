@@ -8,21 +8,25 @@ an acquisition, once written to ``queries.json``, is never recomputed or lost.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from segal.config import from_dict
-from segal.data.base import Dataset
+from segal.checkpoint import apply_state_dict, load_checkpoint, save_checkpoint
+from segal.data.base import Dataset, require_labeled_pixels
 from segal.distributed import barrier
-from segal.engine import evaluate, load_checkpoint, load_model_state, save_checkpoint, train
+from segal.engine import evaluate, train
 from segal.errors import UserError
+from segal.fileio import atomic_write_json, read_json
 from segal.oracle import OracleView
-from segal.pool import PoolState, atomic_write_json
-from segal.runs import Run, read_json
-from segal.strategies import STRATEGIES
-from segal.strategies.base import Progress, Strategy
+from segal.pool import PoolState
+from segal.progress import Progress
+from segal.runs import Run
+from segal.strategies import make_strategy
 from segal.strategies.context import build_context
 
 WARN_AUROC = 0.05
@@ -35,14 +39,6 @@ class CycleResult:
     fraction: float
     metric_name: str
     metric: float
-
-
-def make_strategy(recipe, source: str) -> Strategy:
-    """The recipe's strategy with its parameters checked against the strategy's ``Params``."""
-    a = recipe.active
-    cls = STRATEGIES.get(a.strategy)
-    params = from_dict(cls.Params, a.strategy_params, source, prefix="active.strategy_params.")
-    return cls(params)
 
 
 def _seed(*parts: int) -> int:
@@ -92,7 +88,15 @@ class ActiveLoop:
         self.run = run
         self.progress = progress or Progress()
         self.max_cycles = max_cycles
-        self.strategy = make_strategy(run.recipe, str(run.dir / "recipe.yaml"))
+        a = run.recipe.active
+        self.strategy = make_strategy(a.strategy, a.strategy_params, str(run.dir / "recipe.yaml"))
+        self.model: nn.Module | None = None  # this cycle's trained network, once trained or reloaded
+        self._stages: dict[str, Callable[[PoolState, int, Path], None]] = {
+            "train": self._train_stage,
+            "evaluate": self._evaluate_stage,
+            "acquire": self._acquire_stage,
+            "label": self._label_stage,
+        }  # stage -> handler; each writes its output, then advances and saves the state
 
     # ------------------------------------------------------------------ helpers
     def oracle_view(self, state: PoolState) -> OracleView:
@@ -105,7 +109,18 @@ class ActiveLoop:
                 rng = np.random.default_rng([self.run.recipe.seed, 0x401, cycle])
                 chosen = rng.choice(indices, size=round(a.label_noise * len(indices)), replace=False)
                 noisy.update(int(i) for i in chosen)
-        return OracleView(self.run.pool, self.run.override_masks(), noisy, noise_seed=self.run.recipe.seed)
+        return OracleView(self.run.pool, self.run.override_masks(state), noisy, noise_seed=self.run.recipe.seed)
+
+    def training_view(self, view: Dataset) -> Dataset:
+        """With ``data.cache: true``, the oracle's view read through the training-input cache."""
+        recipe = self.run.recipe
+        if not recipe.data.cache or recipe.data.image_size is None:
+            return view
+        from segal import distributed as dist
+        from segal.data.train_cache import TrainingCache
+
+        root = self.run.dir / "cache" if dist.world() == 1 else self.run.dir / "cache" / f"rank{dist.rank()}"
+        return TrainingCache(view, recipe.data.image_size, root, pool=self.run.pool)
 
     def _event(self, event: str, **fields) -> None:
         self.run.log(event, **fields)
@@ -118,15 +133,16 @@ class ActiveLoop:
         final = cdir / "task.pt"
         model = run.build_model(_seed(run.recipe.seed, cycle, 7))
         if final.exists():
-            load_model_state(model, load_checkpoint(final), final)
+            apply_state_dict(model, load_checkpoint(final), final)
             return model.to(run.device), None
         if not cfg.reinit and cycle > 0 and (run.cycle_dir(cycle - 1) / "task.pt").exists():
             previous = run.cycle_dir(cycle - 1) / "task.pt"
-            load_model_state(model, load_checkpoint(previous), previous)
+            apply_state_dict(model, load_checkpoint(previous), previous)
+        view = self.oracle_view(state)
+        require_labeled_pixels(view, state.labeled_indices())  # all-void masks would train to a NaN loss
         result = train(
-            model, self.oracle_view(state), state.labeled_indices(), cfg,
-            image_size=run.recipe.data.image_size, device=run.device, seed=_seed(run.recipe.seed, cycle, 11),
-            amp=run.amp, checkpoint=cdir / "train_state.pt", progress=self.progress,
+            model, self.training_view(view), state.labeled_indices(), cfg, compute=run.compute, seed=_seed(run.recipe.seed, cycle, 11),
+            checkpoint=cdir / "train_state.pt", progress=self.progress,
             description=f"cycle {cycle}: training on {state.num_labeled} images",
         )
         save_checkpoint(final, model.state_dict())
@@ -138,8 +154,8 @@ class ActiveLoop:
         run = self.run
 
         def train_model(model, indices, seed):
-            train(model, self.oracle_view(state), indices, run.recipe.train, image_size=run.recipe.data.image_size,
-                  device=run.device, seed=_seed(run.recipe.seed, cycle, seed), amp=run.amp, progress=self.progress,
+            train(model, self.training_view(self.oracle_view(state)), indices, run.recipe.train, compute=run.compute,
+                  seed=_seed(run.recipe.seed, cycle, seed), progress=self.progress,
                   description=f"cycle {cycle}: committee member {seed}")
             return model
 
@@ -148,6 +164,8 @@ class ActiveLoop:
     # ------------------------------------------------------------------ the loop
     def run_loop(self) -> list[CycleResult]:
         run = self.run
+        require_labeled_pixels(run.test, range(len(run.test)), what=f"{run.recipe.data.test_split!r} split",
+                               consequence="no score could be computed (the mIoU would be NaN)")
         if run.state_path.exists():
             state = run.load_state()
             new_budgets = run.new_state().budgets
@@ -165,6 +183,8 @@ class ActiveLoop:
         cycles_done = 0
         while state.stage != "done":
             if state.stage == "await_labels":
+                if not (run.cycle_dir(state.cycle) / "task.pt").exists():  # deleted: `segal export` predicts with it
+                    self._trained_model(state, state.cycle)  # same seed and labels: the same network again
                 self._event("awaiting_labels", pending=len(state.pending), cycle=state.cycle)
                 break
             self.step(state)
@@ -180,74 +200,83 @@ class ActiveLoop:
         barrier()  # rank 0 has written the step's files before any rank reads them
 
     def _step(self, state: PoolState) -> None:
-        run, cycle = self.run, state.cycle
-        cdir = run.cycle_dir(cycle)
+        handler = self._stages.get(state.stage)
+        if handler is None:
+            raise UserError(f"cannot advance from stage {state.stage!r}", path=self.run.state_path)
+        cdir = self.run.cycle_dir(state.cycle)
         cdir.mkdir(parents=True, exist_ok=True)
-        if state.stage == "train":
-            t0 = time.perf_counter()
-            self.model, result = self._trained_model(state, cycle)
-            if result is not None:
-                atomic_write_json(cdir / "train.json", {"steps": result.steps, "final_loss": result.final_loss,
-                                                        "seconds": round(result.seconds, 2)})
-                self._event("trained", cycle=cycle, steps=result.steps, loss=result.final_loss,
-                            seconds=round(time.perf_counter() - t0, 1))
-            state.stage = "evaluate"
-            run.save_state(state)
-        elif state.stage == "evaluate":
-            metrics_path = cdir / "metrics.json"
-            if not metrics_path.exists():
-                model = getattr(self, "model", None) or self._trained_model(state, cycle)[0]
-                t0 = time.perf_counter()
-                metrics = evaluate(model, run.test, image_size=run.recipe.data.image_size, device=run.device,
-                                   batch_size=run.recipe.train.eval_batch_size, amp=run.amp,
-                                   num_workers=run.recipe.train.num_workers, progress=self.progress)
-                train_info = read_json(cdir / "train.json") if (cdir / "train.json").exists() else {}
-                metrics.update(cycle=cycle, labeled=state.num_labeled, pool=state.size,
-                               fraction=state.num_labeled / state.size, strategy=run.recipe.active.strategy,
-                               seed=run.recipe.seed, eval_seconds=round(time.perf_counter() - t0, 2),
-                               train_seconds=train_info.get("seconds"), test_size=len(run.test))
-                atomic_write_json(metrics_path, metrics)
-                self._event("evaluated", cycle=cycle, labeled=state.num_labeled,
-                            **{k: metrics[k] for k in ("miou", "accuracy") if k in metrics})
-            state.stage = "done" if cycle >= state.last_cycle else "acquire"
-            run.save_state(state)
-        elif state.stage == "acquire":
-            queries_path = cdir / "queries.json"
-            if not queries_path.exists():
-                self._acquire(state, cycle, queries_path)
-            state.stage = "label"
-            run.save_state(state)
-        elif state.stage == "label":
-            chosen = read_json(cdir / "queries.json")["indices"]
-            if run.recipe.active.oracle == "human":
-                state.add_pending(chosen)
-                state.stage = "await_labels"
-            else:
-                state.add_labeled(chosen, cycle=cycle + 1)
-                state.cycle = cycle + 1
-                state.stage = "train"
-                self.model = None
-            run.save_state(state)
-            self._event("labeled", cycle=cycle, count=len(chosen), oracle=run.recipe.active.oracle)
-        else:
-            raise UserError(f"cannot advance from stage {state.stage!r}", path=run.state_path)
+        handler(state, state.cycle, cdir)
 
-    def _acquire(self, state: PoolState, cycle: int, queries_path) -> None:
+    def _model_of(self, state: PoolState, cycle: int) -> nn.Module:
+        """This cycle's network: the one just trained, or reloaded after a resume."""
+        return self.model if self.model is not None else self._trained_model(state, cycle)[0]
+
+    def _train_stage(self, state: PoolState, cycle: int, cdir: Path) -> None:
+        run = self.run
+        t0 = time.perf_counter()
+        self.model, result = self._trained_model(state, cycle)
+        if not run.recipe.train.keep_checkpoints:
+            drop_older_checkpoints(run, cycle)
+        if result is not None:
+            atomic_write_json(cdir / "train.json", {"steps": result.steps, "final_loss": result.final_loss,
+                                                    "seconds": round(result.seconds, 2)})
+            self._event("trained", cycle=cycle, steps=result.steps, loss=result.final_loss,
+                        seconds=round(time.perf_counter() - t0, 1))
+        state.stage = "evaluate"
+        run.save_state(state)
+
+    def _evaluate_stage(self, state: PoolState, cycle: int, cdir: Path) -> None:
+        run = self.run
+        metrics_path = cdir / "metrics.json"
+        if not metrics_path.exists():
+            model = self._model_of(state, cycle)
+            t0 = time.perf_counter()
+            metrics = evaluate(model, run.test, compute=run.compute, progress=self.progress)
+            train_info = read_json(cdir / "train.json") if (cdir / "train.json").exists() else {}
+            metrics.update(cycle=cycle, labeled=state.num_labeled, pool=state.size,
+                           fraction=state.num_labeled / state.size, strategy=run.recipe.active.strategy,
+                           seed=run.recipe.seed, eval_seconds=round(time.perf_counter() - t0, 2),
+                           train_seconds=train_info.get("seconds"), test_size=len(run.test))
+            atomic_write_json(metrics_path, metrics)
+            self._event("evaluated", cycle=cycle, labeled=state.num_labeled,
+                        **{k: metrics[k] for k in ("miou", "accuracy") if k in metrics})
+        state.stage = "done" if cycle >= state.last_cycle else "acquire"
+        run.save_state(state)
+
+    def _acquire_stage(self, state: PoolState, cycle: int, cdir: Path) -> None:
+        queries_path = cdir / "queries.json"
+        if not queries_path.exists():
+            self._acquire(state, cycle, queries_path)
+        state.stage = "label"
+        self.run.save_state(state)
+
+    def _label_stage(self, state: PoolState, cycle: int, cdir: Path) -> None:
+        run = self.run
+        chosen = read_json(cdir / "queries.json")["indices"]
+        if run.recipe.active.oracle == "human":
+            state.add_pending(chosen)
+            state.stage = "await_labels"
+        else:
+            state.add_labeled(chosen, cycle=cycle + 1)
+            state.cycle = cycle + 1
+            state.stage = "train"
+            self.model = None
+        run.save_state(state)
+        self._event("labeled", cycle=cycle, count=len(chosen), oracle=run.recipe.active.oracle)
+
+    def _acquire(self, state: PoolState, cycle: int, queries_path: Path) -> None:
         run = self.run
         budget = state.budgets[cycle + 1] - state.budgets[cycle]
         unlabeled = state.unlabeled_indices()
         if budget > len(unlabeled):
             raise UserError(f"cycle {cycle} needs {budget} images but only {len(unlabeled)} are unlabeled",
                             path=run.dir / "recipe.yaml", fix="lower active.budget or active.final")
-        model = None
-        if self.strategy.needs_model:
-            model = getattr(self, "model", None) or self._trained_model(state, cycle)[0]
+        model = self._model_of(state, cycle) if self.strategy.needs_model else None
         ctx = build_context(
-            run.pool, state.labeled_indices(), budget, unlabeled=unlabeled, image_size=run.recipe.data.image_size,
-            num_classes=run.num_classes, cycle=cycle, seed=run.recipe.seed, device=run.device,
-            batch_size=run.recipe.train.eval_batch_size, num_workers=run.recipe.train.num_workers, model=model,
+            run.pool, state.labeled_indices(), budget, unlabeled=unlabeled, num_classes=run.num_classes,
+            compute=run.compute, cycle=cycle, seed=run.recipe.seed, model=model,
             build_model=lambda: run.build_model(_seed(run.recipe.seed, cycle, 13)),
-            train_model=self._train_member(state, cycle), progress=self.progress, amp=run.amp,
+            train_model=self._train_member(state, cycle), progress=self.progress,
             workdir=run.cycle_dir(cycle), cache_dir=run.dir / "cache",
         )
         t0 = time.perf_counter()
@@ -260,15 +289,17 @@ class ActiveLoop:
         diagnostics = dict(selection.diagnostics)
         if run.recipe.active.oracle == "simulated":
             diagnostics["class_histogram"] = class_histogram(run.pool, chosen)
-        auroc = diagnostics.get("auroc")
-        if auroc is not None and abs(auroc - 0.5) < WARN_AUROC:
-            self.progress.warn(f"cycle {cycle}: discriminator AUROC {auroc:.3f} ≈ 0.5 — VAAL is close to random here")
+        warning = collapse_warning(cycle, diagnostics)
+        if warning:
+            self.progress.warn(warning)
+        groups = [run.pool.group(int(i)) for i in chosen]
         atomic_write_json(queries_path, {
             "cycle": cycle,
             "strategy": self.strategy.name,
             "budget": budget,
             "indices": chosen.tolist(),
             "ids": [run.pool.image_id(int(i)) for i in chosen],
+            **({"groups": groups} if any(g is not None for g in groups) else {}),  # sequence or city, where known
             "scores": None if selection.scores is None else [float(s) for s in selection.scores],
             "seconds": round(seconds, 3),
             "diagnostics": diagnostics,
@@ -277,6 +308,30 @@ class ActiveLoop:
 
     def results(self) -> list[CycleResult]:
         return collect_results(self.run)
+
+
+def collapse_warning(cycle: int, diagnostics: dict) -> str | None:
+    """A warning when the discriminator cannot be told from chance: its 95% AUROC interval holds 0.5
+    (or, for a strategy that reports no interval, the AUROC is within ``WARN_AUROC`` of it)."""
+    auroc, interval = diagnostics.get("auroc"), diagnostics.get("auroc_ci")
+    if auroc is None:
+        return None
+    if interval is not None:
+        if interval[0] <= 0.5 <= interval[1]:
+            return (f"cycle {cycle}: discriminator AUROC {auroc:.3f}, 95% interval [{interval[0]:.3f}, "
+                    f"{interval[1]:.3f}] holds 0.5 — VAAL cannot be told from random here")
+        return None
+    if abs(auroc - 0.5) < WARN_AUROC:
+        return f"cycle {cycle}: discriminator AUROC {auroc:.3f} ≈ 0.5 — VAAL is close to random here"
+    return None
+
+
+def drop_older_checkpoints(run: Run, cycle: int) -> None:
+    """``train.keep_checkpoints: false``: once cycle ``cycle``'s network is saved, earlier cycles' go.
+    The latest stays: evaluation, acquisition, export and a resume may still need it."""
+    for path in run.dir.glob("cycles/*/task.pt"):
+        if path.parent.name.isdigit() and int(path.parent.name) < cycle:
+            path.unlink(missing_ok=True)
 
 
 def collect_results(run: Run) -> list[CycleResult]:

@@ -62,6 +62,9 @@ class OracleView(Dataset):
     def image_path(self, index: int):
         return self.pool.image_path(index)
 
+    def target_path(self, index: int):
+        return self.overrides.get(self.pool.image_id(index)) or self.pool.target_path(index)
+
     def load_image(self, index: int) -> np.ndarray:
         return self.pool.load_image(index)
 

@@ -8,77 +8,18 @@ readable, and a hand edit that makes it inconsistent is caught on load rather th
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from segal.crashpoints import crash_point
 from segal.errors import UserError
+from segal.fileio import atomic_write_bytes
 
 STATE_VERSION = 1
 STAGES = ("train", "evaluate", "acquire", "label", "await_labels", "done")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a partial one.
-
-    In a distributed run only rank 0 writes; the other ranks hold the same state in memory.
-    """
-    from segal.distributed import is_main
-
-    if not is_main():
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        crash_point("write.before_rename")
-        os.replace(tmp, path)
-        crash_point("write.after_rename")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, default=_json_default) + "\n").encode())
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def fingerprint(ids: list[str]) -> str:
-    """A short hash of the pool's ids in order: detects a dataset that changed under a run."""
-    h = hashlib.sha1()
-    for i in ids:
-        h.update(i.encode())
-        h.update(b"\0")
-    return h.hexdigest()[:16]
 
 
 @dataclass
@@ -91,6 +32,7 @@ class PoolState:
     pool_fingerprint: str
     labeled: dict[int, list[int]] = field(default_factory=dict)  # cycle -> pool indices labeled then
     pending: list[int] = field(default_factory=list)  # chosen, waiting for human labels
+    human: list[int] = field(default_factory=list)  # labeled with an imported mask (labels/<id>.png must exist)
     cycle: int = 0
     stage: str = "train"
 
@@ -147,6 +89,7 @@ class PoolState:
             "num_labeled": self.num_labeled,
             "pending": self.pending,
             "labeled": {str(k): v for k, v in sorted(self.labeled.items())},
+            **({"human": sorted(self.human)} if self.human else {}),  # absent in runs without imports
         }
 
     def save(self, path: Path) -> None:
@@ -162,6 +105,9 @@ class PoolState:
         except json.JSONDecodeError as exc:
             raise UserError(f"state file is not valid JSON ({exc.msg} at line {exc.lineno})", path=path,
                             fix="restore it from a backup; segal never writes a partial state") from None
+        except (RecursionError, UnicodeDecodeError) as exc:  # nesting too deep to parse, or not UTF-8 text
+            raise UserError(f"state file is not valid JSON ({type(exc).__name__})", path=path,
+                            fix="restore it from a backup; segal never writes a partial state") from None
         try:
             if raw.get("version") != STATE_VERSION:
                 raise ValueError(f"unsupported version {raw.get('version')!r}")
@@ -172,6 +118,7 @@ class PoolState:
                 pool_fingerprint=str(raw["pool_fingerprint"]),
                 labeled={int(k): [int(i) for i in v] for k, v in raw["labeled"].items()},
                 pending=[int(i) for i in raw.get("pending", [])],
+                human=[int(i) for i in raw.get("human", [])],  # states written before imports were recorded lack it
                 cycle=int(raw["cycle"]),
                 stage=str(raw["stage"]),
             )
@@ -197,6 +144,8 @@ class PoolState:
             raise bad("an image is labeled twice")
         if set(self.pending) & set(labeled.tolist()):
             raise bad("an image is both pending and labeled")
+        if not set(self.human) <= set(labeled.tolist()):
+            raise bad("an image has an imported mask but is not labeled")
         if any(i < 0 or i >= self.size for i in self.pending) or len(set(self.pending)) != len(self.pending):
             raise bad("pending indices are out of range or duplicated")
         if any(k > self.cycle for k in self.labeled):

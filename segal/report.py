@@ -1,292 +1,24 @@
 """Compare strategies across run directories: learning curves, tables and a self-contained HTML page.
 
-Runs are grouped by strategy (``vaal`` and ``vaal (paper)`` stay apart when
-``active.strategy_params.mode`` differs from the strategy's default mode) and aligned by labeled fraction rounded to 4 decimals, so
-seeds of one protocol land on the same budgets even when pool sizes differ by rounding.
-
-Statistics (every number is also in ``summary.json``, metrics as fractions in [0, 1]):
-
-- mean ± std over seeds at each budget; std is the sample std (ddof=1) when two or more seeds reach
-  that budget and 0 with a single seed (there is no spread to estimate).
-- area under the learning curve: trapezoid rule over the labeled fraction divided by the fraction
-  range, i.e. the curve's average height, comparable to the metric itself.  It is taken over the
-  budgets that every strategy reached, so strategies are compared on the same range (a run that is
-  still going does not shorten or lengthen another's).  With a single common budget it is the value
-  there.  ``auc`` uses the mean curve; ``auc_std`` is the spread of the per-seed areas.
-- fraction to target: the smallest labeled fraction at which a strategy's mean reaches
-  ``target`` × the best final mean over strategies (final = the strategy's last budget), ``None``
-  if it never does.
-- gain over random: strategy mean − random mean at each budget both reached (metric points).
+This module renders (CSV, Markdown, PNG, HTML, console); :mod:`segal.results` loads the runs and
+computes every number shown, with the definitions of the statistics.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
-import dataclasses
-import functools
 import html
 import io
-import json
-import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from segal.errors import UserError
-from segal.pool import atomic_write_bytes, atomic_write_json
-
-RANDOM = "random"
-
-
-@dataclass
-class RunData:
-    """What the report needs from one run directory."""
-
-    dir: Path
-    recipe: dict[str, Any]
-    metrics: list[dict[str, Any]]  # one per finished cycle, by cycle
-    queries: dict[int, dict[str, Any]] = field(default_factory=dict)  # cycle -> queries.json
-
-    @property
-    def strategy(self) -> str:
-        return str(self.metrics[0].get("strategy") or _get(self.recipe, "active.strategy") or "?")
-
-    @property
-    def mode(self) -> str | None:
-        """The strategy's ``mode`` parameter, ``None`` when unset or equal to the strategy's default."""
-        params = _get(self.recipe, "active.strategy_params") or {}
-        mode = params.get("mode") if isinstance(params, dict) else None
-        return None if mode is None or mode == _default_mode(self.strategy) else str(mode)
-
-    @property
-    def label(self) -> str:
-        return self.strategy if self.mode is None else f"{self.strategy} ({self.mode})"
-
-    @property
-    def seed(self) -> int | None:
-        return self.metrics[0].get("seed", _get(self.recipe, "seed"))
-
-
-@functools.cache
-def _default_mode(strategy: str) -> Any:
-    """Default of the strategy's ``Params.mode`` (so ``vaal`` and ``vaal:fixed`` are one group)."""
-    try:
-        from segal.strategies import STRATEGIES
-
-        params = STRATEGIES.get(strategy).Params
-        return next((f.default for f in dataclasses.fields(params) if f.name == "mode"), None)
-    except Exception:  # an unknown or since-removed strategy: keep whatever mode the recipe names
-        return None
-
-
-def _get(d: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(d, dict):
-            return None
-        d = d.get(part)
-    return d
-
-
-# ---------------------------------------------------------------------------- loading
-
-def is_run_dir(path: Path) -> bool:
-    return (path / "recipe.yaml").is_file() and (path / "cycles").is_dir()
-
-
-def find_runs(paths: list[Path]) -> list[Path]:
-    """Run directories among ``paths``; a directory that is not a run is searched for runs below it."""
-    found: list[Path] = []
-    for path in paths:
-        path = Path(path)
-        if not path.exists():
-            raise UserError("no such run directory", path=path, fix="pass the output dir of `segal acquire`")
-        if is_run_dir(path):
-            found.append(path)
-            continue
-        below = sorted(p.parent for p in path.rglob("recipe.yaml") if is_run_dir(p.parent)) if path.is_dir() else []
-        if not below:
-            raise UserError("not a run directory and holds none (no recipe.yaml with cycles/)", path=path,
-                            fix="pass run directories written by `segal acquire` or `segal sweep`")
-        found.extend(below)
-    unique: dict[Path, Path] = {}
-    for p in found:
-        unique.setdefault(p.resolve(), p)
-    if not unique:
-        raise UserError("no run directories given", fix="pass one or more run directories")
-    return list(unique.values())
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"not valid JSON ({exc.msg})", path=path, fix="re-run that cycle or delete the file") from None
-
-
-def load_run(run_dir: Path) -> RunData:
-    recipe_path = run_dir / "recipe.yaml"
-    try:
-        recipe = yaml.safe_load(recipe_path.read_text()) or {}
-    except yaml.YAMLError:
-        raise UserError("malformed recipe.yaml", path=recipe_path, fix="restore the run's resolved recipe") from None
-    cycle_dirs = sorted((p for p in (run_dir / "cycles").iterdir() if p.is_dir() and p.name.isdigit()),
-                        key=lambda p: int(p.name))
-    metrics = []
-    for d in cycle_dirs:
-        if (d / "metrics.json").is_file():
-            m = _read_json(d / "metrics.json")
-            if not isinstance(m, dict) or "fraction" not in m or not ("miou" in m or "accuracy" in m):
-                raise UserError("metrics.json lacks 'fraction' or 'miou'/'accuracy'", path=d / "metrics.json",
-                                fix="re-evaluate the run with `segal evaluate`")
-            metrics.append(m)
-    if not metrics:
-        raise UserError("run has no evaluated cycle (no cycles/*/metrics.json)", path=run_dir,
-                        fix="run `segal acquire` until cycle 0 is evaluated, or leave this run out")
-    queries = {int(d.name): _read_json(d / "queries.json") for d in cycle_dirs if (d / "queries.json").is_file()}
-    return RunData(run_dir, recipe if isinstance(recipe, dict) else {}, metrics, queries)
-
-
-# ---------------------------------------------------------------------------- statistics
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample std (ddof=1); std is 0 for a single value."""
-    a = np.asarray(values, dtype=np.float64)
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) >= 2 else 0.0
-
-
-def normalised_auc(x: list[float], y: list[float]) -> float:
-    """Trapezoid area under y(x) divided by the x range: the curve's mean height."""
-    if len(x) == 1:
-        return float(y[0])
-    xa, ya = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    return float(np.sum((xa[1:] - xa[:-1]) * (ya[1:] + ya[:-1]) / 2) / (xa[-1] - xa[0]))
-
-
-def _key(fraction: float) -> float:
-    return round(float(fraction), 4)
-
-
-def _metric_name(runs: list[RunData]) -> str:
-    names = {"miou" if "miou" in m else "accuracy" for r in runs for m in r.metrics}
-    if len(names) > 1:
-        raise UserError("runs mix segmentation (mIoU) and classification (accuracy)",
-                        fix="report segmentation and classification runs separately")
-    return names.pop()
-
-
-def _per_class(metrics: dict[str, Any]) -> dict[str, float | None]:
-    return metrics.get("per_class_iou") or metrics.get("per_class_accuracy") or {}
-
-
-def _mean_or_none(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return float(np.mean(present)) if present else None
-
-
-def summarize(runs: list[RunData], target: float = 0.95) -> dict[str, Any]:
-    """Every number of the report, as a JSON-ready dict (see the module docstring for definitions)."""
-    metric = _metric_name(runs)
-    groups: dict[str, list[RunData]] = {}
-    for r in runs:
-        groups.setdefault(r.label, []).append(r)
-    order = sorted(groups, key=lambda label: (label != RANDOM, label))
-
-    strategies: dict[str, dict[str, Any]] = {}
-    for label in order:
-        members = groups[label]
-        by_fraction: dict[float, list[tuple[RunData, dict]]] = {}
-        for r in members:
-            for m in r.metrics:
-                by_fraction.setdefault(_key(m["fraction"]), []).append((r, m))
-        curve = []
-        for f in sorted(by_fraction):
-            rows = by_fraction[f]
-            values = [float(m[metric]) for _, m in rows]
-            mean, std = mean_std(values)
-            seconds = [m["train_seconds"] for _, m in rows if m.get("train_seconds") is not None]
-            labeled = [m["labeled"] for _, m in rows if m.get("labeled") is not None]
-            curve.append({
-                "fraction": f, "labeled": float(np.mean(labeled)) if labeled else None,
-                "mean": mean, "std": std, "n": len(values), "values": values,
-                "seeds": [r.seed for r, _ in rows],
-                "train_seconds": float(np.mean(seconds)) if seconds else None,
-            })
-        classes = list(dict.fromkeys(name for r in members for m in r.metrics for name in _per_class(m)))
-        per_class = [{"fraction": f, "classes": {c: _mean_or_none([_per_class(m).get(c) for _, m in by_fraction[f]])
-                                                 for c in classes}} for f in sorted(by_fraction)]
-        strategies[label] = {
-            "strategy": members[0].strategy, "mode": members[0].mode,
-            "runs": [str(r.dir) for r in members], "seeds": sorted({r.seed for r in members if r.seed is not None}),
-            "curve": curve, "per_class": per_class, "diagnostics": _diagnostics(members),
-        }
-
-    common = sorted(set.intersection(*({p["fraction"] for p in s["curve"]} for s in strategies.values())))
-    finals = {label: s["curve"][-1]["mean"] for label, s in strategies.items()}
-    best_label = max(finals, key=lambda label: finals[label])
-    threshold = target * finals[best_label]
-    for label, s in strategies.items():
-        points = {p["fraction"]: p for p in s["curve"]}
-        span = common or [p["fraction"] for p in s["curve"]]
-        s["auc"] = normalised_auc(span, [points[f]["mean"] for f in span])
-        per_seed = []
-        for r in groups[label]:
-            own = {_key(m["fraction"]): float(m[metric]) for m in r.metrics}
-            if all(f in own for f in span):
-                per_seed.append(normalised_auc(span, [own[f] for f in span]))
-        s["auc_std"] = mean_std(per_seed)[1] if per_seed else 0.0
-        s["auc_range"] = [span[0], span[-1]]
-        s["final"] = {k: s["curve"][-1][k] for k in ("fraction", "mean", "std", "n")}
-        s["fraction_to_target"] = next((p["fraction"] for p in s["curve"] if p["mean"] >= threshold), None)
-        if RANDOM in strategies and label != RANDOM:
-            rnd = {p["fraction"]: p["mean"] for p in strategies[RANDOM]["curve"]}
-            s["gain_over_random"] = [{"fraction": p["fraction"], "gain": p["mean"] - rnd[p["fraction"]]}
-                                     for p in s["curve"] if p["fraction"] in rnd]
-        else:
-            s["gain_over_random"] = None
-
-    datasets = sorted({str(_get(r.recipe, "data.dataset")) for r in runs})
-    models = sorted({_model_name(r.recipe) for r in runs})
-    return {
-        "metric": metric, "target": target, "threshold": threshold,
-        "best_final": {"strategy": best_label, "mean": finals[best_label]},
-        "dataset": ", ".join(datasets), "model": ", ".join(models),
-        "seeds": max(len(s["seeds"]) for s in strategies.values()),
-        "fractions": sorted({p["fraction"] for s in strategies.values() for p in s["curve"]}),
-        "common_fractions": common,
-        "strategies": strategies,
-    }
-
-
-def _model_name(recipe: dict[str, Any]) -> str:
-    name, encoder = _get(recipe, "model.name"), _get(recipe, "model.encoder")
-    return f"{name}/{encoder}" if name == "deeplabv3plus" and encoder else str(name)
-
-
-def _diagnostics(members: list[RunData]) -> list[dict[str, Any]]:
-    """Per acquisition cycle: mean discriminator AUROC (VAAL), mean acquired class histogram, time."""
-    cycles = sorted({c for r in members for c in r.queries})
-    out = []
-    for c in cycles:
-        qs = [(r, r.queries[c]) for r in members if c in r.queries]
-        fractions = [m["fraction"] for r, _ in qs for m in r.metrics if m.get("cycle") == c]
-        aurocs = [q.get("diagnostics", {}).get("auroc") for _, q in qs]
-        hists = [q.get("diagnostics", {}).get("class_histogram") for _, q in qs]
-        hists = [h for h in hists if h]
-        names = list(dict.fromkeys(n for h in hists for n in h))
-        seconds = [q["seconds"] for _, q in qs if q.get("seconds") is not None]
-        out.append({
-            "cycle": c, "fraction": _key(np.mean(fractions)) if fractions else None, "n": len(qs),
-            "auroc": _mean_or_none(aurocs),
-            "class_histogram": {n: float(np.mean([h.get(n, 0.0) for h in hists])) for n in names} if hists else None,
-            "seconds": float(np.mean(seconds)) if seconds else None,
-        })
-    return out
-
+from segal.fileio import atomic_write_bytes, atomic_write_json
+from segal.results import RANDOM, find_runs, load_run, summarize
 
 # ---------------------------------------------------------------------------- rendering
 
@@ -324,20 +56,74 @@ def results_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _gain(stat: dict[str, Any] | None) -> str:
+    """A paired gain in points: mean, its 95% t-interval, and ``*`` when the interval excludes zero."""
+    if stat is None:
+        return "–"
+    if stat["ci"] is None:
+        return f"{100 * stat['mean']:+.2f} (1 seed)"
+    lo, hi = stat["ci"]
+    return f"{100 * stat['mean']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]{' *' if stat['real'] else ''}"
+
+
+def _never(fraction: float | None) -> str:
+    return "never" if fraction is None else f"{100 * fraction:.2f}"
+
+
 def overview_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     target_pct = f"{100 * summary['target']:.0f}%"
+    ceiling = summary.get("ceiling")
     header = ["strategy", "seeds", f"final {_metric_label(summary)}", "AUC",
-              f"labeled % to reach {target_pct} of best", "gain over random at final"]
+              f"labeled % to reach {target_pct} of best", "gain over random at final",
+              "paired gain at final [95% CI]", "paired AUC gain [95% CI]"]
+    if ceiling:
+        header += ["% of ceiling", "labeled % to 90% of ceiling", "labeled % to 95% of ceiling"]
     rows = []
     for label, s in summary["strategies"].items():
         gain = s["gain_over_random"][-1]["gain"] if s["gain_over_random"] else None
-        rows.append([
+        paired = s.get("paired") or {}
+        final_gain = next((g for g in paired.get("per_budget", []) if g["fraction"] == s["final"]["fraction"]), None)
+        row = [
             label, str(len(s["seeds"])), _cell(s["final"]),
             f"{100 * s['auc']:.2f} ± {100 * s['auc_std']:.2f}" if len(s["seeds"]) > 1 else f"{100 * s['auc']:.2f}",
-            "never" if s["fraction_to_target"] is None else f"{100 * s['fraction_to_target']:.2f}",
+            _never(s["fraction_to_target"]),
             "–" if gain is None else f"{100 * gain:+.2f}",
-        ])
+            _gain(final_gain), _gain(paired.get("auc")),
+        ]
+        if ceiling:
+            reach = s["fraction_to_ceiling"]
+            row += [f"{100 * s['of_ceiling']:.1f}", _never(reach["0.9"]), _never(reach["0.95"])]
+        rows.append(row)
     return header, rows
+
+
+def paired_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """Paired gain over random per budget (mean over seeds [95% t-interval]); ``None`` without pairs."""
+    labels = [label for label, s in summary["strategies"].items() if s.get("paired") and s["paired"]["pairs"]]
+    if not labels:
+        return None
+    fractions = sorted({g["fraction"] for label in labels for g in summary["strategies"][label]["paired"]["per_budget"]})
+    rows = []
+    for f in fractions:
+        cells = [_gain(next((g for g in summary["strategies"][label]["paired"]["per_budget"] if g["fraction"] == f),
+                            None)) for label in labels]
+        rows.append([f"{100 * f:.2f}", *cells])
+    rows.append(["AUC", *(_gain(summary["strategies"][label]["paired"]["auc"]) for label in labels)])
+    return ["labeled %", *labels], rows
+
+
+def ceiling_line(summary: dict[str, Any]) -> str | None:
+    c = summary.get("ceiling")
+    if not c:
+        return None
+    spread = f" ± {100 * c['std']:.2f}" if c["n"] > 1 else ""
+    return (f"ceiling (whole pool labeled, {c['n']} seed{'s' if c['n'] != 1 else ''}): "
+            f"{_metric_label(summary)} {100 * c['mean']:.2f}{spread}")
+
+
+PAIRED_NOTE = ("paired gain = strategy − random with the same seed (same initial labeled set and initialisation), "
+               "in points; mean over seeds [two-sided 95% Student t-interval]; * = the interval excludes 0, "
+               "so the difference is real at that level.")
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -375,6 +161,11 @@ def plot_curves(summary: dict[str, Any]) -> bytes:
                           color="0.35" if is_random else None, linewidth=1.6)
         if (e > 0).any():
             ax.fill_between(x, y - e, y + e, color=line.get_color(), alpha=0.18, linewidth=0)
+    if summary.get("ceiling"):
+        c = summary["ceiling"]
+        ax.axhline(100 * c["mean"], color="black", linestyle=":", linewidth=1.4, label="ceiling (100% labeled)")
+        if c["std"] > 0:
+            ax.axhspan(100 * (c["mean"] - c["std"]), 100 * (c["mean"] + c["std"]), color="black", alpha=0.08, linewidth=0)
     ax.set_xlabel("labeled images (% of pool)")
     ax.set_ylabel(f"{_metric_label(summary)} (%)")
     ax.set_title(_title(summary))
@@ -413,11 +204,32 @@ def _diagnostics_tables(summary: dict[str, Any]) -> str:
         for d in s["diagnostics"]:
             hist = d["class_histogram"] or {}
             top = ", ".join(f"{n} {100 * v:.1f}%" for n, v in sorted(hist.items(), key=lambda kv: -kv[1]))
-            rows.append([str(d["cycle"]), _pct(d["fraction"]), "–" if d["auroc"] is None else f"{d['auroc']:.3f}",
+            auroc = "–" if d["auroc"] is None else f"{d['auroc']:.3f}"
+            if d.get("auroc_ci"):
+                auroc += " (" + "; ".join(f"[{lo:.2f}, {hi:.2f}]" for lo, hi in d["auroc_ci"]) + ")"
+            rows.append([str(d["cycle"]), _pct(d["fraction"]), auroc,
                          "–" if d["seconds"] is None else f"{d['seconds']:.1f}", top or "–"])
         parts.append(f"<h3>{html.escape(label)}</h3>" + _html_table(
-            ["cycle", "labeled % when acquiring", "discriminator AUROC", "seconds", "acquired classes (share)"], rows))
+            ["cycle", "labeled % when acquiring", "discriminator AUROC (95% interval per seed)", "seconds",
+             "acquired classes (share)"], rows))
     return "".join(parts) or "<p>no acquisitions yet</p>"
+
+
+def _group_tables(summary: dict[str, Any]) -> str:
+    parts = []
+    for label, s in summary["strategies"].items():
+        rows_in = [d for d in s["diagnostics"] if d.get("group_share")]
+        if not rows_in:
+            continue
+        groups = sorted({g for d in rows_in for g in d["group_share"]})
+        rows = [[str(d["cycle"]), _pct(d["fraction"])] + [_pct(d["group_share"].get(g, 0.0), 1) for g in groups]
+                for d in rows_in]
+        parts.append(f"<h3>{html.escape(label)}</h3>" + _html_table(["cycle", "labeled % when acquiring", *groups], rows))
+    if not parts:
+        return ""
+    return ("<h2>Acquired images by sequence (% of each acquisition)</h2>"
+            "<p class=\"note\">mean over seeds; a sequence's frames are near-duplicates, so a strategy that keeps "
+            "drawing from one sequence gains little per label.</p>" + "".join(parts))
 
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -438,16 +250,23 @@ def render_html(summary: dict[str, Any], png: bytes) -> str:
     note = (f"mean ± sample std over seeds (std 0 with one seed); AUC = trapezoid area over the labeled fraction "
             f"divided by its range, on the budgets all strategies reached; target = "
             f"{100 * summary['target']:.0f}% of the best final mean ({_pct(summary['threshold'])}).")
+    paired = paired_rows(summary)
+    paired_html = ("<h2>Paired gain over random (points)</h2>" + _html_table(*paired, table_id="paired")
+                   + f"<p class=\"note\">{html.escape(PAIRED_NOTE)}</p>") if paired else ""
+    ceiling = ceiling_line(summary)
+    ceiling_html = f"<p id=\"ceiling\">{html.escape(ceiling)}</p>" if ceiling else ""
+    warnings_html = ("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in summary["warnings"])
+                     + "</ul>") if summary.get("warnings") else ""
     return (
         f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>segal report: {title}</title>"
         f"<style>{_CSS}</style></head><body><h1>{title}</h1>"
         f"<img id=\"curves\" alt=\"learning curves\" src=\"{uri}\">"
         f"<h2>{html.escape(_metric_label(summary))} (%) by labeled budget</h2>"
         + _html_table(*results_rows(summary), table_id="results")
-        + "<h2>Summary</h2>" + _html_table(*overview_rows(summary), table_id="summary")
-        + f"<p class=\"note\">{html.escape(note)}</p>"
+        + "<h2>Summary</h2>" + ceiling_html + _html_table(*overview_rows(summary), table_id="summary")
+        + f"<p class=\"note\">{html.escape(note)}</p>" + paired_html + warnings_html
         + f"<h2>Per-class {'IoU' if summary['metric'] == 'miou' else 'accuracy'} (%)</h2>" + _per_class_tables(summary)
-        + "<h2>Acquisition diagnostics</h2>" + _diagnostics_tables(summary)
+        + "<h2>Acquisition diagnostics</h2>" + _diagnostics_tables(summary) + _group_tables(summary)
         + f"<h2>Runs</h2><ul>{runs}</ul><script>{_SCRIPT}</script></body></html>"
     )
 
@@ -455,14 +274,22 @@ def render_html(summary: dict[str, Any], png: bytes) -> str:
 def _print(summary: dict[str, Any], console) -> None:
     from rich.table import Table
 
-    for (header, rows), title in ((results_rows(summary), f"{_metric_label(summary)} (%) · {_title(summary)}"),
-                                  (overview_rows(summary), "summary")):
+    tables = [(results_rows(summary), f"{_metric_label(summary)} (%) · {_title(summary)}"),
+              (overview_rows(summary), "summary")]
+    paired = paired_rows(summary)
+    if paired:
+        tables.append((paired, "paired gain over random (points, * = 95% interval excludes 0)"))
+    for (header, rows), title in tables:
         table = Table(title=title)
         for h in header:
             table.add_column(h, justify="right")
         for r in rows:
             table.add_row(*r)
         console.print(table)
+    if ceiling_line(summary):
+        console.print(ceiling_line(summary))
+    for w in summary.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {w}")
 
 
 def default_out(run_dirs: list[Path]) -> Path:
@@ -483,6 +310,13 @@ def report(run_dirs: list[Path], out: Path | None = None, console=None, target: 
     atomic_write_bytes(out / "curves.png", png)
     md = (f"# {_title(summary)}\n\n{_metric_label(summary)} (%), mean ± std over seeds\n\n"
           + _markdown(*results_rows(summary)) + "\n" + _markdown(*overview_rows(summary)))
+    if ceiling_line(summary):
+        md += f"\n{ceiling_line(summary)}\n"
+    paired = paired_rows(summary)
+    if paired:
+        md += "\nPaired gain over random (points)\n\n" + _markdown(*paired) + f"\n{PAIRED_NOTE}\n"
+    if summary.get("warnings"):
+        md += "\n" + "".join(f"- warning: {w}\n" for w in summary["warnings"])
     atomic_write_bytes(out / "table.md", md.encode())
     write_csv(summary, out / "table.csv")
     atomic_write_json(out / "summary.json", summary)

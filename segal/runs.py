@@ -4,7 +4,8 @@ Layout::
 
     runs/<name>/
       recipe.yaml              the recipe as resolved (defaults filled in)
-      state.json               the pool: labeled ids by cycle, pending ids, cycle and stage reached
+      state.json               the pool: labeled ids by cycle, pending ids, ids with imported masks, cycle and stage
+      .lock                    held (fcntl) by the one command writing the run; empty at rest (segal.runlock)
       log.jsonl                one event per line
       labels/<id>.png          masks imported from annotators (train ids), used instead of the dataset's
       cycles/<k>/task.pt       the task network trained at budget k (weights only)
@@ -25,24 +26,22 @@ import torch
 import yaml
 from torch import nn
 
-from segal.config import Recipe, from_dict, plan_budgets, to_dict, validate
+from segal.checkpoint import apply_state_dict, load_checkpoint
+from segal.config import Recipe, from_dict, plan_budgets, read_yaml_file, to_dict, validate
 from segal.data import DATASETS
 from segal.data.base import Dataset, read_label_png
-from segal.device import amp_enabled, resolve_device
+from segal.device import Compute, amp_enabled, resolve_device
 from segal.distributed import is_main, local_device
 from segal.errors import UserError
+from segal.fileio import atomic_write_bytes, fingerprint, get_dotted
 from segal.models import MODELS
-from segal.pool import PoolState, atomic_write_bytes, atomic_write_json, fingerprint
+from segal.pool import PoolState
+from segal.runlock import RunLock
+from segal.strategies import make_strategy
 
 # Keys that define an experiment: a resumed run must agree with its recipe on these.
 IDENTITY_KEYS = ("task", "seed", "data.dataset", "data.train_split", "data.image_size", "model.name",
                  "model.encoder", "active.initial", "active.budget", "active.strategy")
-
-
-def _get(d: dict, dotted: str) -> Any:
-    for part in dotted.split("."):
-        d = d.get(part, {}) if isinstance(d, dict) else {}
-    return d
 
 
 @dataclass
@@ -52,10 +51,27 @@ class Run:
     dir: Path
     recipe: Recipe
     source: str | None = None  # the user's recipe file, named in errors (default: the stored copy)
+    lock: RunLock | None = field(default=None, repr=False)  # held by a command that changes the run
     _pool: Dataset | None = field(default=None, repr=False)
     _test: Dataset | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ files
+    def take_lock(self) -> None:
+        """Become the run's one writer, or stop with the PID of the process that is (see segal.runlock)."""
+        if is_main() and (self.lock is None or not self.lock.held):
+            self.lock = RunLock(self.dir).acquire()
+
+    def close(self) -> None:
+        """Release the run's lock (the kernel does it too if the process dies)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @property
     def state_path(self) -> Path:
         return self.dir / "state.json"
@@ -84,6 +100,13 @@ class Run:
     def amp(self) -> bool:
         return amp_enabled(self.recipe.train.amp, self.device)
 
+    @property
+    def compute(self) -> Compute:
+        """The recipe's device, AMP, image size, inference batch and workers, for every stage."""
+        t = self.recipe.train
+        return Compute(device=self.device, image_size=self.recipe.data.image_size, amp=self.amp,
+                       batch_size=t.eval_batch_size, num_workers=t.num_workers)
+
     def _build_dataset(self, split: str) -> Dataset:
         d = self.recipe.data
         if d.root is not None and not Path(d.root).expanduser().exists():
@@ -111,7 +134,8 @@ class Run:
 
     @property
     def num_classes(self) -> int:
-        return len(self.pool.classes)
+        """From the pool, or from the test split when only that is open: `segal evaluate` needs no train split."""
+        return len((self._pool if self._pool is not None else self.test).classes)
 
     def build_model(self, seed: int) -> nn.Module:
         m = self.recipe.model
@@ -119,14 +143,13 @@ class Run:
         return MODELS.get(m.name)(self.num_classes, encoder=m.encoder, weights=m.weights, **m.options)
 
     def load_task_model(self, cycle: int) -> nn.Module:
-        from segal.engine import load_checkpoint, load_model_state
-
         path = self.cycle_dir(cycle) / "task.pt"
         if not path.exists():
             raise UserError(f"no trained task network for cycle {cycle}", path=path,
-                            fix="run `segal acquire` until that cycle is trained (train.keep_checkpoints: true)")
+                            fix="run `segal acquire` on the run to train it (again, if it was deleted); earlier "
+                                "cycles' networks are kept only with train.keep_checkpoints: true")
         model = self.build_model(0)
-        load_model_state(model, load_checkpoint(path), path)
+        apply_state_dict(model, load_checkpoint(path), path)
         return model
 
     # ------------------------------------------------------------------ state
@@ -148,11 +171,20 @@ class Run:
     def save_state(self, state: PoolState) -> None:
         state.save(self.state_path)
 
-    def override_masks(self) -> dict[str, Path]:
-        """Masks imported from annotators, by image id."""
-        if not self.labels_dir.is_dir():
-            return {}
-        return {p.stem: p for p in self.labels_dir.glob("*.png")}
+    def override_masks(self, state: PoolState | None = None) -> dict[str, Path]:
+        """Masks imported from annotators, by image id.
+
+        With ``state``, every image the state records as imported must still have its file: a lost
+        ``labels/`` folder is an error, never a silent fall-back to the dataset's own masks.
+        """
+        found = {p.stem: p for p in self.labels_dir.glob("*.png")} if self.labels_dir.is_dir() else {}
+        for index in state.human if state is not None else ():
+            image_id = self.pool.image_id(index)
+            if image_id not in found:
+                raise UserError(f"the imported mask of {image_id} is missing", path=self.labels_dir / f"{image_id}.png",
+                                fix="restore the run's labels/ folder from a backup (segal will not train "
+                                    "on the dataset's own mask instead)")
+        return found
 
 
 def remove_crash_leftovers(run_dir: Path) -> None:
@@ -179,7 +211,7 @@ def open_run(run_dir: Path | str) -> Run:
     path = run_dir / "recipe.yaml"
     if not path.is_file():
         raise UserError("not a segal run directory (no recipe.yaml)", path=run_dir, fix="pass the output dir of `segal acquire`")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml_file(path, "run's recipe") or {}  # hand-edited or damaged: one clear line
     recipe = from_dict(Recipe, data, str(path))
     validate(recipe, str(path))
     return Run(run_dir, recipe)
@@ -187,18 +219,25 @@ def open_run(run_dir: Path | str) -> Run:
 
 def start_run(recipe: Recipe, recipe_source: str) -> Run:
     """Create the run directory, or reopen it after checking it holds the same experiment."""
-    from segal.loop import make_strategy
+    from segal.preflight import check_run
 
     DATASETS.get(recipe.data.dataset)  # fail on unknown names before anything is written
     MODELS.get(recipe.model.name)
-    make_strategy(recipe, recipe_source)
+    make_strategy(recipe.active.strategy, recipe.active.strategy_params, recipe_source)  # bad params fail here
     run_dir = recipe.run_dir
     stored = run_dir / "recipe.yaml"
     run = Run(run_dir, recipe, source=recipe_source)
     if stored.exists():
-        old = yaml.safe_load(stored.read_text()) or {}
+        old = read_yaml_file(stored, "run's recipe") or {}
         new = to_dict(recipe)
-        changed = [k for k in IDENTITY_KEYS if _get(old, k) != _get(new, k)]
+        old_test = get_dotted(old, "data.test_split")
+        if old_test is not None and old_test != recipe.data.test_split and any(run_dir.glob("cycles/*/metrics.json")):
+            raise UserError(  # one learning curve must be measured on one test set
+                f"this run is evaluated on split {old_test!r}; changing data.test_split to "
+                f"{recipe.data.test_split!r} would mix two test sets in one learning curve", path=recipe_source,
+                fix=f"set data.test_split back to {old_test!r} to continue; score another split with "
+                    f"`segal evaluate {run_dir} --split {recipe.data.test_split}`")
+        changed = [k for k in IDENTITY_KEYS if get_dotted(old, k) != get_dotted(new, k)]
         if changed:
             raise UserError(
                 f"{run_dir} holds a run of a different experiment ({', '.join(changed)} differ)",
@@ -206,25 +245,24 @@ def start_run(recipe: Recipe, recipe_source: str) -> Run:
             )
         if run.state_path.exists():
             PoolState.load(run.state_path)  # a torn or hand-edited state fails before the recipe is rewritten
-        if is_main():
-            remove_crash_leftovers(run_dir)
     else:
         run.new_state()  # opens the pool and plans the budgets: bad data fails before anything is written
+        check_run(run, recipe_source)  # the network builds and takes the image size, before anything is written
     if is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
-    write_recipe(run_dir, recipe)
-    return run
-
-
-def read_json(path: Path) -> Any:
+    run.take_lock()  # a second writer stops here, before it deletes or rewrites anything
     try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"not valid JSON ({exc.msg})", path=path, fix="delete it to recompute this step") from None
+        if stored.exists() and is_main():
+            remove_crash_leftovers(run_dir)  # only the lock holder may: they could be a live writer's files
+        write_recipe(run_dir, recipe)
+    except BaseException:
+        run.close()
+        raise
+    return run
 
 
 def load_override_mask(path: Path) -> np.ndarray:
     return read_label_png(path)
 
 
-__all__ = ["Run", "atomic_write_json", "open_run", "read_json", "start_run", "write_recipe"]
+__all__ = ["Run", "open_run", "start_run", "write_recipe"]

@@ -1,20 +1,25 @@
 """Task-agnostic selection on a bare folder of images: VAAL (or random) with no task network, no
-masks and no run directory — the proof that VAAL's acquisition never needs the task model."""
+masks and no run directory — the proof that VAAL's acquisition never needs the task model.
+
+With no labeled set yet (no ``--labeled``), VAAL has nothing to contrast the pool with: its
+discriminator learns "labeled vs unlabeled".  The paper starts every experiment from a *random*
+initial labeled set, so that is what ``segal select`` returns then (seeded, and said so on the
+terminal and in the ``.json``); label it, and the next ``select --labeled`` runs VAAL proper.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from segal.config import from_dict
+from segal.config import parse_yaml
 from segal.data import DATASETS
-from segal.device import resolve_device
+from segal.device import Compute, resolve_device
 from segal.errors import UserError
-from segal.pool import atomic_write_bytes, atomic_write_json
-from segal.strategies import STRATEGIES
-from segal.strategies.base import Progress
+from segal.fileio import atomic_write_bytes, atomic_write_json
+from segal.progress import Progress
+from segal.strategies import STRATEGIES, make_strategy
 from segal.strategies.context import build_context
 
 
@@ -28,12 +33,9 @@ def _parse_params(pairs: list[str]) -> dict:
     params = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise UserError(f"--param {pair!r} is not KEY=VALUE", fix="e.g. --param image_size=64")
-        try:
-            params[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise UserError(f"--param {pair!r}: value is not valid YAML", fix="quote strings, e.g. mode=paper") from None
+        params[key.strip()] = parse_yaml(value, f"--param {key.strip()}", what="value")
     return params
 
 
@@ -53,15 +55,23 @@ def select_images(folder: Path, budget: int, *, labeled_file: Path | None = None
     if cls.needs_model:
         raise UserError(f"strategy {strategy!r} needs a trained task network",
                         fix="use a task-agnostic strategy (vaal, random) or run `segal acquire` with a recipe")
-    strategy_obj = cls(from_dict(cls.Params, _parse_params(params or []), "--param", prefix=""))
+    strategy_obj = make_strategy(strategy, _parse_params(params or []), "--param", prefix="")
     free = len(pool) - len(set(labeled))
     if not 1 <= budget <= free:
         raise UserError(f"budget {budget} is impossible: {free} unlabeled images in {folder}",
                         fix=f"choose a budget between 1 and {free}")
+    if out.is_dir():
+        raise UserError("--out is a folder", path=out, fix="pass a file name, e.g. --out chosen.txt")
+    initial = not labeled and strategy != "random"
+    if initial:  # nothing labeled: the paper's random initial set (see the module docstring)
+        (progress or Progress()).warn(
+            f"no --labeled set: {strategy} needs labeled images to compare the pool with, so these {budget} are a "
+            f"random initial set (seed {seed}) as in the VAAL paper; label them, then run again with --labeled")
+        strategy_obj = STRATEGIES.get("random")()
     if work_dir is not None:
         work_dir.mkdir(parents=True, exist_ok=True)
-    ctx = build_context(pool, sorted(set(labeled)), budget, image_size=None, num_classes=0, seed=seed,
-                        device=resolve_device(device), batch_size=32, progress=progress, workdir=work_dir,
+    ctx = build_context(pool, sorted(set(labeled)), budget, num_classes=0, seed=seed,
+                        compute=Compute(device=resolve_device(device), batch_size=32), progress=progress, workdir=work_dir,
                         cache_dir=work_dir / "cache" if work_dir is not None else None)
     selection = strategy_obj.select(ctx)
     chosen = [pool.image_id(int(i)) for i in selection.indices]
@@ -69,5 +79,5 @@ def select_images(folder: Path, budget: int, *, labeled_file: Path | None = None
     scores = None if selection.scores is None else [float(s) for s in np.asarray(selection.scores)]
     atomic_write_json(out.with_name(out.name + ".json"), {
         "strategy": strategy, "budget": budget, "labeled": len(set(labeled)), "pool": len(pool), "ids": chosen,
-        "scores": scores, "diagnostics": selection.diagnostics})
-    return chosen, selection.diagnostics
+        "scores": scores, "initial_random_set": initial, "diagnostics": selection.diagnostics})
+    return chosen, {**selection.diagnostics, "initial_random_set": initial}

@@ -10,6 +10,7 @@ A strategy may carry a mode, ``vaal:paper``: strategy ``vaal`` with ``strategy_p
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from segal.config import load_recipe, plan_budgets
 from segal.errors import UserError
 from segal.pool import PoolState
-from segal.strategies.base import Progress
+from segal.progress import Progress
 
 _NAME = re.compile(r"^[A-Za-z0-9_.]+(:[A-Za-z0-9_.]+)?$")
 
@@ -60,11 +61,18 @@ def is_finished(run_dir: Path, recipe) -> bool:
 
 def sweep(recipe_path: str | Path, strategies: list[str], seeds: list[int], out_root: Path, overrides: dict[str, Any],
           progress: Progress | None = None, strategy_params: dict[str, dict[str, Any]] | None = None, *,
-          target: float = 0.95, console=None) -> list[Path]:
-    """Run (or resume) every strategy × seed, then write the report to ``out_root/report``; return the run dirs."""
-    from segal.loop import ActiveLoop, make_strategy
+          target: float = 0.95, console=None, sets: dict[str, Any] | None = None, jobs: int = 1,
+          threads: int | None = None) -> list[Path]:
+    """Run (or resume) every strategy × seed, then write the report to ``out_root/report``; return the run dirs.
+
+    ``sets`` are ``--set`` overrides; ``active.strategy_params.KEY`` ones go to every strategy of the
+    sweep that has parameter ``KEY`` (``--set active.strategy_params.steps=100`` sizes VAAL only).
+    ``jobs > 1`` runs that many runs side by side in child processes, the threads divided between them.
+    """
+    from segal.loop import ActiveLoop
     from segal.report import report
     from segal.runs import start_run
+    from segal.strategies import STRATEGIES, make_strategy
 
     progress = progress or Progress()
     if not strategies or not seeds:
@@ -74,19 +82,39 @@ def sweep(recipe_path: str | Path, strategies: list[str], seeds: list[int], out_
     for spec in strategies:
         parse_strategy(spec)
     out_root = Path(out_root)
-    base = load_recipe(recipe_path, overrides)
+    sets = dict(sets or {})
+    if "active.strategy" in sets or "active.strategy_params" in sets:
+        raise UserError("a sweep takes its strategies from --strategies", path="--set",
+                        fix="drop --set active.strategy; set parameters one by one: --set active.strategy_params.KEY=VALUE")
+    prefix = "active.strategy_params."
+    param_sets = {k[len(prefix):]: sets.pop(k) for k in list(sets) if k.startswith(prefix)}
+    unused = set(param_sets)
+    base = load_recipe(recipe_path, overrides, sets)
     if base.active.oracle != "simulated":
         raise UserError("a sweep needs the simulated oracle", path=recipe_path, fix="set active.oracle: simulated")
     plan = []
     for spec in strategies:  # build and check every recipe before any training starts
         name, _ = parse_strategy(spec)
         params = _params(spec, base.active.strategy, base.active.strategy_params, strategy_params or {})
+        accepted = {f.name for f in dataclasses.fields(STRATEGIES.get(name).Params)}
+        for key, value in param_sets.items():
+            if key in accepted:
+                params[key] = value
+                unused.discard(key)
         for seed in seeds:
             run_dir = out_root / run_name(spec, seed)
             recipe = load_recipe(recipe_path, {**overrides, "seed": seed, "output_dir": str(run_dir),
-                                               "active.strategy": name, "active.strategy_params": params})
-            make_strategy(recipe, str(recipe_path))  # unknown names and bad params fail here, not mid-sweep
+                                               "active.strategy": name, "active.strategy_params": params}, sets)
+            make_strategy(name, recipe.active.strategy_params, str(recipe_path))  # unknown names and bad params fail here, not mid-sweep
             plan.append((spec, seed, recipe))
+    if unused:
+        key = sorted(unused)[0]
+        raise UserError(f"no strategy of this sweep has a parameter {key!r}", path=f"--set {prefix}{key}",
+                        fix="check the name (see docs/vaal.md for VAAL's), or drop the --set")
+    if jobs > 1:
+        run_dirs = _sweep_parallel(plan, str(recipe_path), jobs, threads, progress)
+        report(run_dirs, out_root / "report", console=console, target=target)
+        return run_dirs
     run_dirs = []
     for k, (spec, seed, recipe) in enumerate(plan, 1):
         run = start_run(recipe, str(recipe_path))  # refuses a directory that holds another experiment
@@ -98,4 +126,51 @@ def sweep(recipe_path: str | Path, strategies: list[str], seeds: list[int], out_
         progress.log("sweep_run", **fields)
         ActiveLoop(run, progress).run_loop()
     report(run_dirs, out_root / "report", console=console, target=target)
+    return run_dirs
+
+
+def _run_child(recipe, recipe_path: str, threads: int) -> str:
+    """One run of a parallel sweep, in its own process with its share of the threads."""
+    from segal.loop import ActiveLoop
+    from segal.runs import start_run
+    from segal.threads import configure_threads
+
+    configure_threads(threads)
+    run = start_run(recipe, recipe_path)
+    try:
+        if not is_finished(run.dir, recipe):
+            ActiveLoop(run, Progress()).run_loop()
+    finally:
+        run.close()
+    return str(run.dir)
+
+
+def _sweep_parallel(plan: list, recipe_path: str, jobs: int, threads: int | None, progress: Progress) -> list[Path]:
+    """Run the plan ``jobs`` at a time (spawned processes: no forked OpenMP or loader state)."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from segal.runs import start_run
+    from segal.threads import choose_threads, usable_cores
+
+    per_job = choose_threads(threads, cores=usable_cores(), env=os.environ, jobs=jobs)
+    run_dirs = []
+    for _spec, _seed, recipe in plan:  # every directory is checked (and created) before any child starts
+        run = start_run(recipe, recipe_path)  # refuses a directory that holds another experiment
+        run.close()  # the child takes the lock again
+        run_dirs.append(run.dir)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # inherited by the children: idle threads sleep
+    with ProcessPoolExecutor(max_workers=min(jobs, len(plan)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {}
+        for k, (spec, seed, recipe) in enumerate(plan, 1):
+            fields = {"index": k, "total": len(plan), "strategy": spec, "seed": seed, "dir": str(recipe.run_dir)}
+            if is_finished(recipe.run_dir, recipe):
+                progress.log("sweep_skip", **fields)
+                continue
+            progress.log("sweep_run", **fields, threads=per_job)
+            futures[pool.submit(_run_child, recipe, recipe_path, per_job)] = fields
+        for future in as_completed(futures):
+            future.result()  # a child's UserError (or bug) stops the sweep here; finished runs stay finished
+            progress.log("sweep_done", **futures[future])
     return run_dirs

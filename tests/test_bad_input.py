@@ -246,3 +246,160 @@ def test_checkpoint_is_never_unpickled(finished_copy, capsys, tmp_path):
     ckpt.write_bytes((tmp_path / "also.pt").read_bytes())
     fails_unchanged(capsys, run_dir, ["evaluate", str(run_dir)], str(ckpt))
     assert not (tmp_path / "pwned").exists(), "loading a checkpoint ran code from it"
+
+
+# ---------------------------------------------------------------------------------------- recipe values (before any write)
+def _edit(recipe: Path, section: str | None, key: str, value) -> None:
+    data = yaml.safe_load(recipe.read_text())
+    (data[section] if section else data)[key] = value
+    if key == "final":
+        data["active"]["cycles"] = None  # `cycles` overrides `final`
+    recipe.write_text(yaml.safe_dump(data))
+
+
+@pytest.mark.parametrize(("section", "key", "value", "needles"), [
+    ("train", "lr", float("nan"), ("train.lr", "finite")),  # NaN slips past `lr <= 0`
+    ("train", "lr", float("inf"), ("train.lr", "finite")),
+    ("train", "lr", -0.01, ("train.lr", "> 0")),
+    ("train", "weight_decay", -1e-4, ("train.weight_decay",)),
+    ("train", "weight_decay", float("nan"), ("train.weight_decay", "finite")),
+    ("train", "momentum", 1.5, ("train.momentum", "[0, 1)")),
+    ("train", "momentum", float("-inf"), ("train.momentum", "finite")),
+    ("train", "batch_size", 0, ("train.batch_size",)),
+    ("train", "batch_size", -4, ("train.batch_size",)),
+    (None, "seed", -1, ("'seed'",)),
+    ("train", "amp", "maybe", ("train.amp",)),
+    ("active", "final", 1.5, ("active.final", "1.0 = the whole pool")),
+    ("active", "final", 4, ("active.final", "below active.initial")),
+    ("data", "image_size", [30, 44], ("data.image_size", "multiples of 16", "[16, 32] or [32, 48]")),
+    ("model", "encoder", "resnet19", ("resnet19", "resnet18")),
+    ("model", "options", {"bogus": 1}, ("model.options", "bogus")),
+], ids=["lr-nan", "lr-inf", "lr-negative", "weight-decay-negative", "weight-decay-nan", "momentum-above-1",
+        "momentum-minus-inf", "batch-size-zero", "batch-size-negative", "seed-negative", "amp-unknown",
+        "final-fraction-above-1", "final-below-initial", "image-size-off-stride", "encoder-unknown",
+        "model-option-unknown"])
+def test_recipe_value_refused_before_the_run_exists(setup, capsys, section, key, value, needles):
+    _, recipe, run_dir = setup
+    _edit(recipe, section, key, value)
+    fails(capsys, ["acquire", str(recipe), "--quiet"], str(recipe), *needles)
+    assert not run_dir.exists(), "a refused recipe left a run directory (the fixed one would be 'a different experiment')"
+
+
+def test_corrected_encoder_is_not_a_different_experiment(setup, capsys):
+    _, recipe, run_dir = setup
+    _edit(recipe, "model", "encoder", "resnet19")
+    fails(capsys, ["acquire", str(recipe), "--quiet"], "resnet19")
+    _edit(recipe, "model", "encoder", "resnet18")
+    assert main(["acquire", str(recipe), "--quiet"]) == 0
+    assert trained_cycles(run_dir) == [0, 1]
+
+
+# ---------------------------------------------------------------------------------------- recipe files
+def _bomb() -> str:
+    lines, prev = ['    a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]'], "a"
+    for name in "bcdefghi":  # 9 levels of 9 references: 9^9 ≈ 4·10^8 strings once expanded
+        lines.append(f"    {name}: &{name} [{', '.join(['*' + prev] * 9)}]")
+        prev = name
+    return "model:\n  options:\n" + "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(("content", "needles"), [
+    (lambda text: text + "train:\n  lr: 0.5\n", ("'train' is written twice", "line")),
+    (lambda text: _bomb(), ("expands to more than",)),
+    (lambda text: text.replace("bad-input", "caf\xe9").encode("latin-1"), ("not UTF-8",)),
+    (lambda text: "", ("empty",)),
+    (lambda text: "# only a comment\n", ("empty",)),
+    (lambda text: "model:\n  options:\n    deep: " + "[" * 3000 + "]" * 3000 + "\n", ("nested",)),
+    (lambda text: "model:\n  options:\n    deep: " + "[" * 60 + "]" * 60 + "\n", ("nested deeper than",)),
+], ids=["duplicate-key", "alias-bomb", "not-utf8", "empty", "comment-only", "nested-3000", "nested-60"])
+def test_recipe_file_refused(setup, capsys, content, needles):
+    _, recipe, run_dir = setup
+    new = content(recipe.read_text())
+    recipe.write_bytes(new if isinstance(new, bytes) else new.encode())
+    fails(capsys, ["acquire", str(recipe), "--quiet"], str(recipe), *needles)
+    assert not run_dir.exists()
+
+
+def test_recipe_that_is_a_folder(setup, capsys, tmp_path):
+    _, _, run_dir = setup
+    fails(capsys, ["acquire", str(tmp_path), "--quiet"], str(tmp_path), "is a folder")
+    assert not run_dir.exists()
+
+
+def test_class_list_not_utf8(setup, capsys):
+    data, recipe, run_dir = setup
+    (data / "classes.txt").write_bytes("bg\ncarr\xe9\nbar\n".encode("latin-1"))
+    fails(capsys, ["acquire", str(recipe), "--quiet"], str(data / "classes.txt"), "UTF-8")
+    assert not run_dir.exists()
+
+
+# ---------------------------------------------------------------------------------------- --set and other options
+@pytest.mark.parametrize(("flag", "needles"), [
+    ("train.lr=.nan", ("--set train.lr", "finite")),
+    ("train.steps=many", ("--set train.steps", "'many'")),
+    ("active.bogus=1", ("--set active.bogus", "unknown key")),
+    ("train.lr.x=1", ("--set train.lr", "single value")),
+    ("no-equals-sign", ("KEY=VALUE",)),
+    ("active.strategy_params.stepz=5", ("active.strategy_params.stepz",)),
+    ("model.options=[1, 2", ("--set model.options", "malformed YAML")),
+], ids=["nan", "wrong-type", "unknown-key", "below-a-value", "no-equals", "unknown-strategy-param", "bad-yaml"])
+def test_set_override_refused(setup, capsys, flag, needles):
+    _, recipe, run_dir = setup
+    fails(capsys, ["acquire", str(recipe), "--quiet", "--set", flag], *needles)
+    assert not run_dir.exists()
+
+
+def test_sweep_set_of_a_parameter_no_strategy_has(setup, capsys, tmp_path):
+    _, recipe, _ = setup
+    out = tmp_path / "sweep"
+    fails(capsys, ["sweep", str(recipe), "--strategies", "random,entropy", "--out", str(out), "--quiet",
+                   "--set", "active.strategy_params.steps=100"], "--set active.strategy_params.steps", "steps")
+    assert not out.exists()
+
+
+def test_test_split_changed_on_resume(finished_copy, capsys):
+    _, recipe, run_dir = finished_copy
+    data = yaml.safe_load(recipe.read_text())
+    data["data"]["test_split"] = "train"
+    recipe.write_text(yaml.safe_dump(data))
+    fails_unchanged(capsys, run_dir, ["acquire", str(recipe), "--quiet", "--cycles", "2"],
+                    str(recipe), "data.test_split", "'test'", "segal evaluate")
+
+
+def test_evaluate_on_a_missing_data_root(finished_copy, capsys, tmp_path):
+    _, _, run_dir = finished_copy
+    fails_unchanged(capsys, run_dir, ["evaluate", str(run_dir), "--data-root", str(tmp_path / "nowhere")],
+                    str(tmp_path / "nowhere"), "not found")
+
+
+def test_select_out_is_a_folder(setup, capsys, tmp_path):
+    data, _, _ = setup
+    fails(capsys, ["select", str(data / "images" / "train"), "--budget", "2", "--strategy", "random",
+                   "--out", str(tmp_path)], str(tmp_path), "--out is a folder")
+
+
+# ---------------------------------------------------------------------------------------- the file system says no
+def test_output_dir_below_a_file(setup, capsys, tmp_path):
+    _, recipe, _ = setup
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    fails(capsys, ["acquire", str(recipe), "--quiet", "--output-dir", str(blocker / "run")],
+          str(blocker), "a folder was expected")
+
+
+@pytest.mark.parametrize(("code", "needle"), [
+    (13, "permission denied"), (30, "read-only file system"), (28, "no space left"), (21, "is a folder"),
+], ids=["EACCES", "EROFS", "ENOSPC", "EISDIR"])
+def test_file_system_error_is_one_line(setup, capsys, monkeypatch, code, needle):
+    """Permissions and a read-only disk cannot be made real under root; the OSError is what the kernel raises."""
+    import segal.runs
+
+    _, recipe, run_dir = setup
+    target = run_dir / "recipe.yaml"
+
+    def refuse(*args, **kwargs):
+        raise OSError(code, "simulated", str(target))
+
+    monkeypatch.setattr(segal.runs, "write_recipe", refuse)
+    fails(capsys, ["acquire", str(recipe), "--quiet"], str(target), needle)
+    assert not (run_dir / "state.json").exists()

@@ -23,7 +23,8 @@ def _load_tool():
 
 def test_quick_run_writes_every_section(tmp_path):
     bench = _load_tool()
-    threads = torch.get_num_threads()
+    threads = 2  # not the tool's 1 (nor conftest's), so that a leak would show
+    torch.set_num_threads(threads)
     out = tmp_path / "bench.json"
     result = bench.main(["--quick", "--pool", "200", "--out", str(out)])
     assert torch.get_num_threads() == threads  # --threads 1 does not leak into the caller

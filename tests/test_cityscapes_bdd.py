@@ -308,6 +308,7 @@ def test_official_evaluator_on_exported_predictions_equals_segal_miou(fixtures, 
 
 def test_prediction_export_encodings(fixtures, random_runs, predictions):
     """Cityscapes exports label ids (``<id>_gtFine_labelIds.png``), BDD100K exports train ids (``<id>.png``)."""
+    from segal.device import Compute
     from segal.engine import predict_masks
     from segal.runs import open_run
 
@@ -315,8 +316,8 @@ def test_prediction_export_encodings(fixtures, random_runs, predictions):
         _, _, val_ids = fixtures[name]
         run = open_run(random_runs(name)[1])
         model = run.load_task_model(2)
-        expected = dict(predict_masks(model, run.test, np.arange(len(run.test)), image_size=run.recipe.data.image_size,
-                                      device=torch.device("cpu")))
+        expected = dict(predict_masks(model, run.test, np.arange(len(run.test)),
+                                      compute=Compute(image_size=run.recipe.data.image_size)))
         folder = predictions(name) / "2"
         assert sorted(p.name for p in folder.iterdir()) == sorted(f"{i}{suffix}" for i in val_ids)
         for index in range(len(run.test)):

@@ -1,36 +1,35 @@
-"""Two CPU processes with gloo under torchrun: same selection as one process, and a DDP loop that runs."""
+"""Two CPU processes with gloo under torchrun: same selection as one process, a DDP loop that runs, and
+ranks that wait in different collectives failing with a timeout error instead of hanging."""
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
+import pytest
 import yaml
 
+from segal.distributed import group_timeout
+from segal.errors import UserError
 from segal.pool import PoolState
+from tests.launch import failure_report, run_workers, torchrun_command, worker_env
 from tests.tiny import tiny_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def torchrun(args, nproc=2):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+def torchrun(args, nproc=2, **env):
+    return run_workers(torchrun_command(*args, nproc=nproc), env=worker_env(**env))
 
 
 def test_sharded_selection_equals_single_process(tmp_path):
-    single = subprocess.run([sys.executable, "tests/dist_worker.py", str(tmp_path)], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
+    single = run_workers([sys.executable, "tests/dist_worker.py", str(tmp_path)])
     assert single.returncode == 0, single.stderr[-2000:]
     out = torchrun(["tests/dist_worker.py", str(tmp_path)])
-    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.returncode == 0, failure_report(out)
     reference = json.loads((tmp_path / "select_rank0_of1.json").read_text())
     assert json.loads((tmp_path / "select_rank0_of2.json").read_text()) == reference
     assert json.loads((tmp_path / "select_rank1_of2.json").read_text()) == reference
     vaal = [json.loads((tmp_path / f"vaal_rank{r}_of2.json").read_text()) for r in (0, 1)]
     assert vaal[0] == vaal[1] and len(set(vaal[0])) == 5 and not set(vaal[0]) & set(range(6))
+    qbc = json.loads((tmp_path / "qbc_rank0_of1.json").read_text())
+    assert [json.loads((tmp_path / f"qbc_rank{r}_of2.json").read_text()) for r in (0, 1)] == [qbc, qbc]
 
 
 def test_ddp_loop_runs_and_only_rank0_writes(tmp_path):
@@ -41,8 +40,23 @@ def test_ddp_loop_runs_and_only_rank0_writes(tmp_path):
     script = tmp_path / "launch.py"
     script.write_text(launcher)
     out = torchrun([str(script), "acquire", str(recipe), "--quiet"])
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, failure_report(out)
     state = PoolState.load(tmp_path / "run" / "state.json")
     assert state.stage == "done" and state.num_labeled == 16
     events = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
     assert sum('"event": "start"' in e for e in events) == 1  # one writer
+
+
+def test_ranks_in_different_collectives_fail_with_a_timeout_not_a_stall():
+    # rank 0 waits in a barrier while rank 1 gathers: the shape of the committee-checkpoint race
+    out = torchrun(["tests/dist_worker.py", "--mismatch"], SEGAL_DIST_TIMEOUT="5")
+    assert out.returncode != 0
+    assert "Timed out waiting 5000ms" in out.stderr, failure_report(out)  # gloo's error, after SEGAL_DIST_TIMEOUT
+
+
+def test_group_timeout_reads_the_environment():
+    assert group_timeout({}).total_seconds() == 1800
+    assert group_timeout({"SEGAL_DIST_TIMEOUT": "90"}).total_seconds() == 90
+    for bad in ("0", "-5", "soon", "inf", "nan"):
+        with pytest.raises(UserError, match="SEGAL_DIST_TIMEOUT"):
+            group_timeout({"SEGAL_DIST_TIMEOUT": bad})

@@ -3,11 +3,14 @@ import torch
 
 import tests.tiny  # noqa: F401
 from segal.config import TrainConfig
+from segal.device import Compute
 from segal.engine import evaluate, lr_factor, train
 from segal.errors import UserError
 from segal.models import MODELS
-from segal.strategies.base import Progress
+from segal.progress import Progress
 from tests.tiny import TinySeg
+
+CPU32 = Compute(image_size=[32, 32])
 
 
 class StopAfterFirstEpoch(Progress):
@@ -26,16 +29,16 @@ def test_training_resumes_to_identical_weights(tmp_path):
     cfg = TrainConfig(epochs=2, batch_size=4, amp="off")
     indices = list(range(12))
     reference = fresh_model()
-    train(reference, data, indices, cfg, image_size=[32, 32], device=torch.device("cpu"), seed=3)
+    train(reference, data, indices, cfg, compute=CPU32, seed=3)
 
     ckpt = tmp_path / "train_state.pt"
     interrupted = fresh_model()
     with pytest.raises(KeyboardInterrupt):
-        train(interrupted, data, indices, cfg, image_size=[32, 32], device=torch.device("cpu"), seed=3,
+        train(interrupted, data, indices, cfg, compute=CPU32, seed=3,
               checkpoint=ckpt, progress=StopAfterFirstEpoch())
     assert ckpt.exists()
     resumed = fresh_model()  # a new process starts from scratch and finds the checkpoint
-    result = train(resumed, data, indices, cfg, image_size=[32, 32], device=torch.device("cpu"), seed=3, checkpoint=ckpt)
+    result = train(resumed, data, indices, cfg, compute=CPU32, seed=3, checkpoint=ckpt)
     assert result.steps == 6
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
@@ -45,19 +48,19 @@ def test_checkpoint_from_another_model_is_user_error(tmp_path):
     data = TinySeg(8, salt=0)
     ckpt = tmp_path / "train_state.pt"
     cfg = TrainConfig(epochs=1, batch_size=4, amp="off")
-    train(fresh_model(), data, range(8), cfg, image_size=[32, 32], device=torch.device("cpu"), seed=0, checkpoint=ckpt)
+    train(fresh_model(), data, range(8), cfg, compute=CPU32, seed=0, checkpoint=ckpt)
     torch.manual_seed(0)
     other = MODELS.get("deeplabv3plus")(5, encoder="resnet18")
     with pytest.raises(UserError, match="does not fit this model"):
-        train(other, data, range(8), cfg, image_size=[32, 32], device=torch.device("cpu"), seed=0, checkpoint=ckpt)
+        train(other, data, range(8), cfg, compute=CPU32, seed=0, checkpoint=ckpt)
 
 
 def test_corrupt_checkpoint_is_user_error(tmp_path):
     ckpt = tmp_path / "train_state.pt"
     ckpt.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="cannot read checkpoint"):
-        train(fresh_model(), TinySeg(8, 0), range(8), TrainConfig(epochs=1, batch_size=4), image_size=[32, 32],
-              device=torch.device("cpu"), seed=0, checkpoint=ckpt)
+        train(fresh_model(), TinySeg(8, 0), range(8), TrainConfig(epochs=1, batch_size=4), compute=CPU32,
+              seed=0, checkpoint=ckpt)
 
 
 def test_schedules():
@@ -78,7 +81,7 @@ def test_evaluate_perfect_model_scores_one():
             out[:, 2][green] = 3
             return out
 
-    metrics = evaluate(Oracle(), data, image_size=None, device=torch.device("cpu"))
+    metrics = evaluate(Oracle(), data, compute=Compute())
     assert metrics["miou"] == pytest.approx(1.0)
 
 

@@ -134,7 +134,9 @@ def test_empty_prediction_is_all_ignore(tmp_path: Path):
     item = ExportItem("blank", np.zeros((5, 7, 3), np.uint8), None, np.full((5, 7), 255, np.uint8))
     for fmt in FORMAT_NAMES:
         main = export(fmt, tmp_path, [item])
-        main = as_annotated(main) if fmt == "labelstudio" else main
+        if fmt == "labelstudio":  # an annotation without a region is a slip there, not an all-void label
+            refused(as_annotated(main), {"blank": (5, 7)}, "task 1", "'blank'", "empty")
+            continue
         got = import_masks(main, CLASSES, {"blank": (5, 7)})
         assert (got["blank"] == 255).all(), fmt
 
@@ -254,6 +256,19 @@ def test_datumaro_reads_coco_and_cvat_xml(fmt: str, dm_format: str, tmp_path: Pa
                 mask[ann.image.astype(bool)] = CLASSES.names.index(names[ann.label])
         np.testing.assert_array_equal(mask, by_id.pop(dm_item.id).prediction)
     assert not by_id
+
+
+def test_datumaro_voc_segmentation_without_colours_imports(tmp_path: Path, items: list[ExportItem]):
+    """datumaro writes `name:::` labelmap lines (no colours) for labels that came without any, e.g. from
+    COCO, and paints the masks with the VOC palette in label order; segal reads that zip back."""
+    dm = _datumaro()
+    main = export("coco", tmp_path, items)
+    dataset = dm.Dataset.import_from(str(main.parent.parent), "coco_instances")
+    dataset.export(str(tmp_path / "dm-voc"), "voc_segmentation", save_media=True)
+    labelmap = (tmp_path / "dm-voc" / "labelmap.txt").read_text()
+    assert f"{CLASSES.names[0]}:::" in labelmap  # the case under test: no colours
+    archive = shutil.make_archive(str(tmp_path / "dm-voc"), "zip", tmp_path / "dm-voc")
+    assert_same(import_masks(Path(archive), CLASSES, expected_sizes(items)), items)
 
 
 # ---------------------------------------------------------------- refusals

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segal.errors import UserError
-from segal.pool import PoolState, atomic_write_bytes
+from segal.fileio import atomic_write_bytes
+from segal.pool import PoolState
 
 
 def make_state(size=20):

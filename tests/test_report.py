@@ -300,3 +300,119 @@ def test_sweep_runs_grid_reports_and_rerun_retrains_nothing(tmp_path):
     sweep(recipe, ["random", "entropy"], [0], out, overrides)
     assert {p: p.stat().st_mtime_ns for p in tasks} == before
     assert {d: (d / "log.jsonl").read_text() for d in dirs} == logs  # finished runs are skipped outright
+
+
+# ---------------------------------------------------------------------------- paired statistics, ceiling
+
+PAIRED = {  # strategy -> seed -> mIoU at 10%, 20%, 40%
+    "random": {0: [0.40, 0.50, 0.56], 1: [0.42, 0.52, 0.57], 2: [0.44, 0.54, 0.58]},
+    "entropy": {0: [0.43, 0.55, 0.61], 1: [0.46, 0.56, 0.56], 2: [0.46, 0.57, 0.60]},
+}
+T975_2 = 4.303  # Student t quantile t(0.975, 2), from the table
+
+
+def write_state(run: Path, initial: list[int], fingerprint: str = "pool-a") -> Path:
+    (run / "state.json").write_text(json.dumps({"labeled": {"0": initial}, "pool_fingerprint": fingerprint}))
+    return run
+
+
+def paired_runs(root: Path, initial_of=lambda strategy, seed: [seed, seed + 10]) -> list[Path]:
+    return [write_state(make_run(root, f"{s}-seed{seed}", s, seed, v), initial_of(s, seed))
+            for s, seeds in PAIRED.items() for seed, v in seeds.items()]
+
+
+def test_paired_gain_and_t_interval_match_hand_computation(tmp_path):
+    s = summary_of(report(paired_runs(tmp_path / "runs"), tmp_path / "out"))
+    paired = s["strategies"]["entropy"]["paired"]
+    assert s["warnings"] == [] and paired["pairs"] == 3 and s["strategies"]["random"]["paired"] is None
+    at = {g["fraction"]: g for g in paired["per_budget"]}
+    assert at[0.1]["gains"] == pytest.approx([0.03, 0.04, 0.02]) and at[0.1]["seeds"] == [0, 1, 2]
+    # gains 0.03, 0.04, 0.02: mean 0.03, sd 0.01 → 0.03 ± 4.303 · 0.01 / √3
+    half = T975_2 * 0.01 / math.sqrt(3)
+    assert at[0.1]["mean"] == pytest.approx(0.03)
+    assert at[0.1]["ci"] == pytest.approx([0.03 - half, 0.03 + half], abs=1e-5) and at[0.1]["real"]
+    assert at[0.2]["mean"] == pytest.approx(0.04) and at[0.2]["real"]
+    # gains 0.05, −0.01, 0.02: mean 0.02, sd 0.03 → the interval holds 0, so no real difference
+    half = T975_2 * 0.03 / math.sqrt(3)
+    assert at[0.4]["ci"] == pytest.approx([0.02 - half, 0.02 + half], abs=1e-5) and not at[0.4]["real"]
+    # AUC gain per seed: trapezoid over [0.1, 0.2, 0.4] of the per-budget gains, divided by 0.3
+    auc = [(0.1 * (a + b) / 2 + 0.2 * (b + c) / 2) / 0.3 for a, b, c in [(0.03, 0.05, 0.05), (0.04, 0.04, -0.01),
+                                                                         (0.02, 0.03, 0.02)]]
+    mean, sd = np.mean(auc), np.std(auc, ddof=1)
+    assert paired["auc"]["gains"] == pytest.approx(auc)
+    assert paired["auc"]["ci"] == pytest.approx([mean - T975_2 * sd / math.sqrt(3), mean + T975_2 * sd / math.sqrt(3)],
+                                                abs=1e-5)
+    assert paired["auc"]["real"] == (mean - T975_2 * sd / math.sqrt(3) > 0)
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "| 10.00 | +3.00 [+0.52, +5.48] * |" in md and "| 40.00 | +2.00 [-5.45, +9.45] |" in md
+    assert 'id="paired"' in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_t_quantiles_against_known_values():
+    from segal.results import t_quantile_975
+
+    assert t_quantile_975(1) == pytest.approx(12.706, abs=1e-3) and t_quantile_975(2) == pytest.approx(4.303, abs=1e-3)
+    assert t_quantile_975(30) == pytest.approx(2.042, abs=1e-3) and t_quantile_975(60) == pytest.approx(2.000, abs=1e-3)
+    assert t_quantile_975(10**6) == pytest.approx(1.960, abs=1e-3)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for df in [*range(1, 41), 60, 120, 1000]:
+        assert t_quantile_975(df) == pytest.approx(scipy_stats.t.ppf(0.975, df), abs=1e-4)
+
+
+def test_unpaired_initial_sets_are_left_out_with_a_warning(tmp_path):
+    runs = paired_runs(tmp_path / "runs", lambda s, seed: [99, 98] if (s, seed) == ("entropy", 2) else [seed, seed + 10])
+    (runs[0] / "state.json").unlink()  # random seed 0: cannot be checked, kept
+    s = summary_of(report(runs, tmp_path / "out"))
+    paired = s["strategies"]["entropy"]["paired"]
+    assert paired["pairs"] == 2 and [g["seeds"] for g in paired["per_budget"]] == [[0, 1]] * 3
+    assert len(s["warnings"]) == 2
+    assert "entropy seed 2" in s["warnings"][1] and "left out" in s["warnings"][1]
+    assert "cannot check" in s["warnings"][0]
+    assert "warning: entropy seed 2" in (tmp_path / "out" / "table.md").read_text()
+
+
+def test_ceiling_run_is_a_line_and_a_reference(tmp_path):
+    runs = paired_runs(tmp_path / "runs")
+    ceilings = [make_run(tmp_path / "runs" / "ceiling", f"random-seed{seed}", "random", seed, [v], fractions=[1.0])
+                for seed, v in enumerate([0.60, 0.62, 0.64])]
+    out = report(runs + ceilings, tmp_path / "out")
+    s = summary_of(out)
+    assert list(s["strategies"]) == ["random", "entropy"]  # the ceiling is no strategy and has no curve
+    assert s["ceiling"]["mean"] == pytest.approx(0.62) and s["ceiling"]["n"] == 3
+    assert s["ceiling"]["std"] == pytest.approx(0.02)
+    rnd, ent = s["strategies"]["random"], s["strategies"]["entropy"]
+    assert rnd["of_ceiling"] == pytest.approx(0.57 / 0.62) and ent["of_ceiling"] == pytest.approx(0.59 / 0.62)
+    # 90% of 0.62 = 0.558, 95% = 0.589: random 0.52 → 0.57 reaches 90% at 40% only; entropy 0.56 at 20%, 0.59 at 40%
+    assert rnd["fraction_to_ceiling"] == {"0.9": 0.4, "0.95": None}
+    assert ent["fraction_to_ceiling"] == {"0.9": 0.2, "0.95": 0.4}
+    md = (out / "table.md").read_text()
+    assert "ceiling (whole pool labeled, 3 seeds): mIoU 62.00 ± 2.00" in md
+    assert "| 91.9 | 40.00 | never |" in md  # random: 57/62 of the ceiling
+    assert "ceiling (whole pool labeled" in (out / "report.html").read_text()
+    with_line = matplotlib.image.imread(out / "curves.png")
+    without = matplotlib.image.imread(report(runs, tmp_path / "plain") / "curves.png")
+    assert with_line.shape == without.shape and not np.array_equal(with_line, without)  # the line is drawn
+
+
+def test_cli_ceiling_trains_on_the_whole_pool_beside_the_run(tmp_path, capsys):
+    recipe = write_tiny_recipe(tmp_path)  # output_dir: tmp_path/run
+    assert main(["acquire", str(recipe), "--ceiling", "--steps", "2", "--quiet"]) == 0
+    ceiling = tmp_path / "run-ceiling"
+    assert not (tmp_path / "run").exists()  # the recipe's own run directory is left alone
+    assert sorted(p.name for p in (ceiling / "cycles").iterdir()) == ["0"]
+    metrics = json.loads((ceiling / "cycles" / "0" / "metrics.json").read_text())
+    assert metrics["fraction"] == 1.0 and metrics["labeled"] == metrics["pool"] == 40
+    rnd = make_run(tmp_path / "runs", "random-seed0", "random", 0, [0.3, 0.4], fractions=[0.2, 0.3])
+    s = summary_of(report([rnd, ceiling], tmp_path / "out"))
+    assert list(s["strategies"]) == ["random"] and s["ceiling"]["mean"] == pytest.approx(metrics["miou"])
+    assert s["ceiling"]["runs"] == [str(ceiling)]
+
+
+def test_paired_runs_with_different_training_are_flagged(tmp_path):
+    runs = paired_runs(tmp_path / "runs")
+    recipe = yaml.safe_load((runs[3] / "recipe.yaml").read_text())  # entropy seed 0
+    recipe["train"] = {"steps": 800}
+    (runs[3] / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    s = summary_of(report(runs, tmp_path / "out"))
+    assert s["strategies"]["entropy"]["paired"]["pairs"] == 3
+    assert len(s["warnings"]) == 1 and "entropy seed 0" in s["warnings"][0] and "train.steps" in s["warnings"][0]

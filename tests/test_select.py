@@ -53,3 +53,18 @@ def test_select_refuses_bad_input(tmp_path, capsys):
     assert not out.exists()
     assert main(["select", str(root), "--budget", "2", "--strategy", "random", "--out", str(out)]) == 0
     assert len(out.read_text().split()) == 2
+
+
+def test_select_without_a_labeled_set_gives_a_random_initial_set(tmp_path, capsys):
+    """The README's `segal select my_images/ --budget 100 --out chosen.txt` crashed (num_samples=0)."""
+    root = _folder(tmp_path)
+    out = tmp_path / "chosen.txt"
+    assert main(["select", str(root), "--budget", "5", "--out", str(out), "--device", "cpu"]) == 0
+    chosen = out.read_text().split()
+    assert len(chosen) == 5 == len(set(chosen))
+    detail = json.loads((tmp_path / "chosen.txt.json").read_text())
+    assert detail["initial_random_set"] is True and detail["labeled"] == 0
+    captured = capsys.readouterr()
+    assert "random initial set" in captured.err and "at random" in captured.out
+    main(["select", str(root), "--budget", "5", "--out", str(tmp_path / "again.txt"), "--device", "cpu"])
+    assert (tmp_path / "again.txt").read_text() == out.read_text()  # seeded

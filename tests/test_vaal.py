@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from segal.data.base import ClassSet, Dataset
+from segal.device import Compute
 from segal.metrics import auroc
 from segal.models.vaal import (
     VAE,
@@ -21,6 +22,8 @@ from segal.models.vaal import (
 )
 from segal.strategies import STRATEGIES
 from segal.strategies.context import build_context
+
+C32B8 = Compute(image_size=[32, 32], batch_size=8)
 
 
 # ---------------------------------------------------------------- losses, by hand
@@ -102,52 +105,49 @@ class TwoLooks(Dataset):
 
 
 def _vaal(**params):
-    base = dict(image_size=32, z_dim=8, width=8, batch_size=8, steps=60, holdout=0.0)
+    base = dict(image_size=32, z_dim=8, width=8, batch_size=8, steps=60, holdout=0.0, auroc_min=1)  # no cross-fit
     return STRATEGIES.get("vaal")(STRATEGIES.get("vaal").Params(**(base | params)))
 
 
 def _context(pool, labeled, unlabeled, budget, workdir):
-    return build_context(pool, labeled, budget, unlabeled=unlabeled, image_size=[32, 32], num_classes=2,
-                         seed=3, workdir=workdir, batch_size=8)
-
-
-@pytest.fixture
-def one_thread():
-    """Pin the thread count: float sums differ with it, and this adversarial game is sensitive to them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    return build_context(pool, labeled, budget, unlabeled=unlabeled, compute=C32B8, num_classes=2,
+                         seed=3, workdir=workdir)
 
 
 @pytest.mark.parametrize("seed", [3, 4, 5, 6])
-def test_discriminator_separates_distributions_and_vaal_picks_the_unseen_one(tmp_path, seed, one_thread):
+def test_discriminator_separates_distributions_and_vaal_picks_the_unseen_one(tmp_path, seed):
     # pool: 0..47 look A, 48..95 look B; labeled = 24 A; unlabeled = 4 A + 24 B; the rest never seen.
-    # A small adversary weight keeps the VAE from winning the game outright on such an easy shift.
+    # No adversary and a small β: this checks that the discriminator, the scoring and the selection
+    # work, on a claim that holds by a wide margin.  With the adversarial game on (λ = 0.1, β = 1)
+    # the held-out AUROC after 100 steps is a race between the discriminator and the VAE (and the
+    # KL's pull of μ to 0): 0.36–0.96 over seeds, and for one seed 0.77–0.96 depending only on the
+    # processor's float kernels (AVX2 vs AVX-512), which is why it failed on other machines.  Those
+    # numbers, one thread, conftest's pin: measured by H4 on issue 13.
     pool = TwoLooks(96, split=48)
     labeled, unlabeled = np.arange(24), np.r_[np.arange(24, 28), np.arange(48, 72)]
-    ctx = build_context(pool, labeled, 8, unlabeled=unlabeled, image_size=[32, 32], num_classes=2, seed=seed,
-                        workdir=tmp_path, batch_size=16)
-    strategy = _vaal(steps=100, batch_size=16, adversary_weight=0.1)
+    ctx = build_context(pool, labeled, 8, unlabeled=unlabeled, compute=Compute(image_size=[32, 32]), num_classes=2,
+                        seed=seed, workdir=tmp_path)
+    strategy = _vaal(steps=100, batch_size=16, adversary_weight=0.0, beta=0.1)
     selection = strategy.select(ctx)
-    # 24 of the 28 unlabeled images are look B: random picks 8 of them with p ≈ 0.25; VAAL does on 3 of these 4 seeds
+    # 24 of the 28 unlabeled images are look B: random picks 8 of them with p ≈ 0.25; VAAL picked 8 of 8
+    # B on each of 20 seeds, on AVX-512 and on AVX2 kernels alike
     assert len(set(selection.indices.tolist())) == 8 and (selection.indices >= 48).sum() >= 7
     vae, disc = strategy.build()
     strategy._load(tmp_path / "vaal.pt", vae, disc)
     # images the VAE never saw: 28..47 (look A) vs 72..95 (look B)
     _, s_a = strategy.score(ctx, vae, disc, np.arange(28, 48))
     _, s_b = strategy.score(ctx, vae, disc, np.arange(72, 96))
-    assert auroc(s_a, s_b) > 0.8  # measured 0.95, 0.82, 0.90, 0.91 for seeds 3-6
+    assert auroc(s_a, s_b) > 0.9  # 20 seeds × {AVX-512, AVX2}: min 1.0, mean 1.0
     d = selection.diagnostics
     assert d["mode"] == "fixed" and d["kl_reduction"] == "mean" and d["auroc_on"] == "train" and d["steps"] == 100
-    assert d["auroc"] > 0.6  # on its training pools; seed 4 is the weakest (0.64)
+    # on its training pools, where 4 of the 28 "unlabeled" are look A (≈ 0.93 if only the look counts):
+    assert d["auroc"] > 0.8  # 20 seeds × {AVX-512, AVX2}: min 0.89, mean 0.94
     assert sum(d["pool_score_histogram"]["counts"]) == len(unlabeled)
 
 
 def test_paper_mode_uses_the_authors_arithmetic(tmp_path):
     pool = TwoLooks(40, split=20)
-    ctx = build_context(pool, np.arange(10), 4, image_size=[32, 32], num_classes=2, seed=0, workdir=tmp_path,
-                        batch_size=8)
+    ctx = build_context(pool, np.arange(10), 4, compute=C32B8, num_classes=2, seed=0, workdir=tmp_path)
     sel = _vaal(mode="paper", steps=5).select(ctx)
     assert sel.diagnostics["mode"] == "paper" and sel.diagnostics["kl_reduction"] == "sum"
     assert len(set(sel.indices.tolist())) == 4
@@ -183,11 +183,11 @@ def test_warm_start_loads_the_previous_cycle(tmp_path):
     (tmp_path / "1").mkdir()
     ctx0 = _context(pool, np.arange(10), np.arange(10, 30), 3, tmp_path / "0")
     _vaal(steps=3, warm_start=True).select(ctx0)
-    ctx1 = build_context(pool, np.arange(13), 3, image_size=[32, 32], num_classes=2, seed=3, cycle=1,
-                         workdir=tmp_path / "1", batch_size=8)
+    ctx1 = build_context(pool, np.arange(13), 3, compute=C32B8, num_classes=2, seed=3, cycle=1,
+                         workdir=tmp_path / "1")
     assert _vaal(steps=3, warm_start=True).select(ctx1).diagnostics["warm_started"] is True
-    cold = build_context(pool, np.arange(13), 3, image_size=[32, 32], num_classes=2, seed=3, cycle=1,
-                         workdir=tmp_path / "cold", batch_size=8)
+    cold = build_context(pool, np.arange(13), 3, compute=C32B8, num_classes=2, seed=3, cycle=1,
+                         workdir=tmp_path / "cold")
     assert _vaal(steps=3).select(cold).diagnostics["warm_started"] is False
 
 

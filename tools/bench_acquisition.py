@@ -42,9 +42,10 @@ sys.path.insert(0, str(ROOT))
 
 from segal.data.base import ClassSet, Dataset  # noqa: E402
 from segal.data.loaders import make_loader  # noqa: E402
+from segal.device import Compute  # noqa: E402
+from segal.fileio import atomic_write_json  # noqa: E402
 from segal.models import MODELS  # noqa: E402
 from segal.models.vaal import VAE, Discriminator  # noqa: E402
-from segal.pool import atomic_write_json  # noqa: E402
 from segal.strategies import STRATEGIES  # noqa: E402
 from segal.strategies.base import top_k_lowest  # noqa: E402
 from segal.strategies.context import build_context  # noqa: E402
@@ -134,8 +135,8 @@ def bench_scoring(args, pool, labeled, budget, device) -> dict:
     torch.manual_seed(0)
     strategy = vaal(args)
     vae, disc = (m.to(device) for m in strategy.build())
-    ctx = build_context(pool, labeled, budget, image_size=[args.image_size] * 2, num_classes=len(pool.classes),
-                        device=device, batch_size=args.batch_size)
+    ctx = build_context(pool, labeled, budget, num_classes=len(pool.classes),
+                        compute=Compute(device, [args.image_size] * 2, batch_size=args.batch_size))
     n = len(ctx.unlabeled)
     size = [args.image_size] * 2
     loader = ctx.eval_loader(ctx.unlabeled, image_size_override=size, batch_size_override=args.batch_size)
@@ -229,8 +230,8 @@ def naive_train(ctx, vae, disc, labeled, unlabeled, args, beta: float = 1.0, adv
 
 
 def bench_training(args, pool, labeled, budget, device) -> dict:
-    ctx = build_context(pool, labeled, budget, image_size=[args.image_size] * 2, num_classes=len(pool.classes),
-                        device=device, batch_size=args.batch_size)
+    ctx = build_context(pool, labeled, budget, num_classes=len(pool.classes),
+                        compute=Compute(device, [args.image_size] * 2, batch_size=args.batch_size))
 
     def fresh(strategy):
         torch.manual_seed(0)
@@ -300,8 +301,8 @@ def bench_selection(args, pool, labeled, budget, device) -> dict:
     model = train_model(build(), labeled, 0)  # the loop's network, trained like a member
     results = {}
     for name in args.strategies:
-        ctx = build_context(pool, labeled, budget, image_size=[args.image_size] * 2, num_classes=len(pool.classes),
-                            device=device, batch_size=args.batch_size, model=model, build_model=build,
+        ctx = build_context(pool, labeled, budget, num_classes=len(pool.classes), model=model,
+                            compute=Compute(device, [args.image_size] * 2, batch_size=args.batch_size), build_model=build,
                             train_model=train_model)
         strategy = strategy_params(name, args)
         t0 = time.perf_counter()

@@ -52,6 +52,7 @@ SCORER = r"""
 import json, resource, sys, time
 import numpy as np, torch
 from segal.data.base import ClassSet, Dataset
+from segal.device import Compute
 from segal.strategies import STRATEGIES
 from segal.strategies.context import build_context
 
@@ -73,7 +74,7 @@ model = torch.nn.Conv2d(3, 3, 1)
 pool = Synthetic(n)
 labeled = np.arange(0, n, 10)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-ctx = build_context(pool, labeled, 1000, image_size=None, num_classes=3, model=model, batch_size=512)
+ctx = build_context(pool, labeled, 1000, num_classes=3, model=model, compute=Compute(batch_size=512))
 t0 = time.perf_counter()
 sel = STRATEGIES.get("entropy")().select(ctx)
 seconds = time.perf_counter() - t0

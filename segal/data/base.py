@@ -73,6 +73,12 @@ class Dataset(abc.ABC):
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray | int, str]:
         return self.load_image(index), self.load_target(index), self.image_id(index)
 
+    def group(self, index: int) -> str | None:
+        """The recording sequence or group of the image (a CamVid sequence, a Cityscapes city): the report
+        breaks acquisitions down by it, since neighbouring frames of one sequence are near-duplicates.
+        ``None`` where the adapter knows no grouping."""
+        return None
+
     @property
     def ids(self) -> list[str]:
         return [self.image_id(i) for i in range(len(self))]
@@ -106,9 +112,11 @@ class FileSegmentationDataset(Dataset):
         lut: np.ndarray,
         *,
         name: str,
+        groups: Sequence[str] | None = None,
     ):
-        if not (len(image_paths) == len(mask_paths) == len(ids)):
-            raise ValueError("image, mask and id lists differ in length")
+        if not (len(image_paths) == len(mask_paths) == len(ids)) or (groups is not None and len(groups) != len(ids)):
+            raise ValueError("image, mask, id (and group) lists differ in length")
+        self._groups = None if groups is None else list(groups)
         self.image_paths = list(image_paths)
         self.mask_paths = list(mask_paths)
         self._ids = list(ids)
@@ -121,6 +129,9 @@ class FileSegmentationDataset(Dataset):
 
     def image_id(self, index: int) -> str:
         return self._ids[index]
+
+    def group(self, index: int) -> str | None:
+        return None if self._groups is None else self._groups[index]
 
     def image_path(self, index: int) -> Path:
         return self.image_paths[index]

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from segal.data.base import Dataset
-from segal.pool import atomic_write_json, fingerprint
+from segal.fileio import atomic_write_json, fingerprint
 
 
 class ResizedImageCache(Dataset):

@@ -27,6 +27,12 @@ SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
+def sequence_of(image_id: str) -> str:
+    """The recording sequence in a CamVid file name: ``0016E5_07959`` → ``0016E5`` (also ``0001TP``,
+    ``0006R0``, ``Seq05VD``)."""
+    return image_id.split("_", 1)[0]
+
+
 @DATASETS.register("camvid")
 def build(root: str | None, split: str) -> FileSegmentationDataset:
     if root is None:
@@ -44,4 +50,5 @@ def build(root: str | None, split: str) -> FileSegmentationDataset:
     masks = pair_files(images, lambda p: mask_dir / (p.stem + ".png"), what=f"camvid {split}")
     warn_links_outside(base, images + masks)
     return FileSegmentationDataset(images, masks, [p.stem for p in images], CLASSES,
-                                   identity_lut(len(CLASSES), extra_ignore=(VOID,)), name="camvid")
+                                   identity_lut(len(CLASSES), extra_ignore=(VOID,)), name="camvid",
+                                   groups=[sequence_of(p.stem) for p in images])

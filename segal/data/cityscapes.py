@@ -37,6 +37,11 @@ IMAGE_SUFFIX = "_leftImg8bit.png"
 MASK_SUFFIX = "_gtFine_labelIds.png"
 
 
+def city_of(image_id: str) -> str:
+    """The city in a Cityscapes image id: ``aachen_000000_000019`` → ``aachen`` (its folder name)."""
+    return image_id.split("_", 1)[0]
+
+
 class CityscapesDataset(FileSegmentationDataset):
     train_to_label_id = TRAIN_TO_LABEL_ID
     prediction_suffix = "_pred_labelIds.png"
@@ -59,4 +64,5 @@ def build(root: str | None, split: str) -> CityscapesDataset:
     )
     warn_links_outside(base, images + masks)
     ids = [p.name[: -len(IMAGE_SUFFIX)] for p in images]
-    return CityscapesDataset(images, masks, ids, CLASSES, LABEL_TO_TRAIN, name="cityscapes")
+    return CityscapesDataset(images, masks, ids, CLASSES, LABEL_TO_TRAIN, name="cityscapes",
+                             groups=[p.parent.name for p in images])

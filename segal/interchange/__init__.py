@@ -20,25 +20,85 @@ temporary folder after those checks.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from segal.data.base import ClassSet
+from segal.errors import UserError
+from segal.fileio import atomic_write_json
 from segal.interchange import coco, cvat_mask, cvat_xml, labelstudio, png  # noqa: F401  (register formats)
 from segal.interchange.base import FORMATS, ExportItem, ExportOptions
 from segal.interchange.detect import load_any
 
-__all__ = ["FORMATS", "ExportItem", "export_batch", "import_masks"]
+__all__ = ["FORMATS", "ExportItem", "check_replaceable", "export_batch", "import_masks"]
+
+MARKER = ".segal-export.json"  # marks a folder as segal's own export, which a re-export may replace
 
 
 def export_batch(fmt: str, out: Path, items: list[ExportItem], classes: ClassSet, *, task_name: str,
                  cityscapes_label_ids: np.ndarray | None = None) -> Path:
-    """Write ``items`` in format ``fmt`` into the directory ``out``; returns the file to hand to the tool."""
+    """Write ``items`` in format ``fmt`` as the directory ``out``; returns the file to hand to the tool.
+
+    The export is written into a fresh staging folder beside ``out`` and swapped in whole, so a
+    re-export into the same folder never mixes in an earlier cycle's files (which the import of that
+    folder would then refuse as "not queried").  A folder is only replaced if it is empty or holds
+    segal's marker: a folder of someone else's files is refused, never deleted.
+    """
     exporter = FORMATS.get(fmt).export
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return exporter(out, list(items), classes, ExportOptions(task_name, cityscapes_label_ids))
+    ids = sorted(item.id for item in items)
+    check_replaceable(out, ids)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for old in out.parent.glob(f".{out.name}.segal-staging-*"):  # left by an export that was killed
+        shutil.rmtree(old, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.segal-staging-"))
+    try:
+        atomic_write_json(staging / MARKER, {"format": fmt, "task": task_name, "ids": ids})
+        main = exporter(staging, list(items), classes, ExportOptions(task_name, cityscapes_label_ids, public_dir=out))
+        swap_in(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out / main.relative_to(staging)
+
+
+def check_replaceable(out: Path, ids: list[str]) -> None:
+    """Refuse to replace ``out`` unless it is empty or an earlier segal export of *another* batch.
+
+    An export of the same batch may hold the annotators' work (PNG masks are edited in place), so
+    replacing it could lose labels that were never imported: that is left to the user.
+    """
+    if out.exists() and not out.is_dir():
+        raise UserError("the export folder is a file", path=out, fix="pass a new or empty folder as --out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not (out / MARKER).is_file():
+        raise UserError("the export folder holds files segal did not write", path=out,
+                        fix="pass a new or empty folder as --out (segal replaces only its own earlier exports)")
+    try:
+        previous = json.loads((out / MARKER).read_text()).get("ids")
+    except (OSError, ValueError, AttributeError):
+        previous = None
+    if previous == sorted(ids):
+        raise UserError("the export folder already holds this batch (perhaps with annotations made in it)", path=out,
+                        fix="import it with `segal import`, or delete the folder to export this batch again")
+
+
+def swap_in(staging: Path, out: Path) -> None:
+    """Replace ``out`` by ``staging`` with renames; the old export is deleted only once the new one is in place."""
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    trash = out.with_name(f".{out.name}.segal-staging-old")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(out, trash)
+    os.replace(staging, out)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def import_masks(path: Path, classes: ClassSet, expected: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:

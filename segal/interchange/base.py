@@ -15,10 +15,12 @@ import numpy as np
 
 from segal.data.base import ClassSet
 from segal.errors import UserError
-from segal.pool import atomic_write_bytes
+from segal.fileio import atomic_write_bytes
 from segal.registry import Registry
 
 IMAGES_DIR = "images"
+MAX_JSON_BYTES = 1 << 30  # an annotation JSON larger than this is refused before parsing
+REEXPORT = "export the annotations again from the tool"  # the fix for a corrupt annotation file
 
 
 @dataclass
@@ -35,6 +37,7 @@ class ExportItem:
 class ExportOptions:
     task_name: str
     cityscapes_label_ids: np.ndarray | None = None
+    public_dir: Path | None = None  # where the export will live once swapped in (it is written elsewhere)
 
 
 Exporter = Callable[[Path, list[ExportItem], ClassSet, ExportOptions], Path]
@@ -183,15 +186,3 @@ class MaskCollector:
 
 def new_mask(shape: tuple[int, int], classes: ClassSet) -> np.ndarray:
     return np.full(shape, classes.ignore_index, dtype=np.uint8)
-
-
-def read_limited(path: Path, limit: int, what: str) -> bytes:
-    """Read a whole annotation file, refusing absurd sizes before they reach a parser."""
-    try:
-        size = path.stat().st_size
-    except OSError:
-        raise UserError(f"{what} not found", path=path, fix="pass the file exported by the annotation tool") from None
-    if size > limit:
-        raise UserError(f"{what} is {size / 2**20:.0f} MiB, over the {limit / 2**20:.0f} MiB limit", path=path,
-                        fix="export fewer images per file")
-    return path.read_bytes()

@@ -16,7 +16,10 @@ from pycocotools import mask as mask_utils
 
 from segal.data.base import ClassSet
 from segal.errors import UserError
+from segal.fileio import atomic_write_json, read_json
 from segal.interchange.base import (
+    MAX_JSON_BYTES,
+    REEXPORT,
     ExportItem,
     ExportOptions,
     MaskCollector,
@@ -27,7 +30,6 @@ from segal.interchange.base import (
     register,
     write_images,
 )
-from segal.pool import atomic_write_json
 
 MAIN_FILE = "annotations/instances_default.json"
 IMAGES_DIR = "images/default"
@@ -167,9 +169,7 @@ def load_doc(path: Path, doc: dict, classes: ClassSet,
 
 
 def load(path: Path, classes: ClassSet, expected: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
-    from segal.interchange.detect import read_json
-
-    doc = read_json(path)
+    doc = read_json(path, max_bytes=MAX_JSON_BYTES, fix=REEXPORT)
     if not is_coco(doc):
         raise UserError("not a COCO JSON (needs 'images' and 'annotations')", path=path,
                         fix="export with the 'COCO 1.0' format")

@@ -5,6 +5,8 @@ Layout: ``labelmap.txt`` (``# label:color_rgb:parts:actions`` then ``name:r,g,b:
 Void is black: CVAT paints unannotated pixels with the ``background`` colour (0,0,0), so ignore
 (255) is exported as black and black comes back as 255.  A class whose palette colour is black or
 repeated gets a free colour; the labelmap records the colours used and import reads them from it.
+datumaro's own ``voc_segmentation`` export is read too: where its labelmap lines carry no colour
+(``name:::``), the masks are painted with the PASCAL VOC palette in label order.
 """
 
 from __future__ import annotations
@@ -35,6 +37,17 @@ MAIN_FILE = "cvat-mask.zip"
 VOID_NAME = "background"
 BLACK = (0, 0, 0)
 _LINE = re.compile(r"^([^:]+):\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*(?::.*)?$")
+_NO_COLOR = re.compile(r"^([^:]+):\s*(?::.*)?$")  # datumaro's `name:::` when its labels carry no colours
+
+
+def voc_color(index: int) -> tuple[int, int, int]:
+    """The PASCAL VOC palette colour of label ``index`` (bits of the index spread over R, G, B), which
+    datumaro paints with when its labelmap.txt gives no colour."""
+    rgb = [0, 0, 0]
+    for bit in range(8):
+        for channel in range(3):
+            rgb[channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
+    return rgb[0], rgb[1], rgb[2]
 
 
 def void_name(classes: ClassSet) -> str:
@@ -80,14 +93,19 @@ def parse_labelmap(path: Path, classes: ClassSet) -> dict[tuple[int, int, int], 
     """Colour → train id (255 for black/void); unknown names and clashing colours are refused."""
     table: dict[tuple[int, int, int], int] = {BLACK: classes.ignore_index}
     fix = "export from a CVAT task whose labels are the run's classes"
+    label_index = -1  # the line's position among label lines: its VOC palette index if it has no colour
     for number, raw in enumerate(path.read_text(errors="replace").splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        match = _LINE.match(line)
-        if not match:
+        label_index += 1
+        match, bare = _LINE.match(line), _NO_COLOR.match(line)
+        if match:
+            name, rgb = match.group(1).strip(), tuple(int(v) for v in match.group(2, 3, 4))
+        elif bare:
+            name, rgb = bare.group(1).strip(), voc_color(label_index)
+        else:
             raise UserError(f"line {number} is not 'name:r,g,b::'", path=path, fix=fix)
-        name, rgb = match.group(1).strip(), tuple(int(v) for v in match.group(2, 3, 4))
         if max(rgb) > 255:
             raise UserError(f"line {number}: colour {rgb} is not RGB", path=path, fix=fix)
         if rgb == BLACK:

@@ -17,6 +17,7 @@ import numpy as np
 
 from segal.data.base import ClassSet
 from segal.errors import UserError
+from segal.fileio import read_limited
 from segal.interchange.base import (
     ExportItem,
     ExportOptions,
@@ -27,7 +28,6 @@ from segal.interchange.base import (
     hex_color,
     image_name,
     new_mask,
-    read_limited,
     register,
     write_images,
 )

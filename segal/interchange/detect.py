@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import zipfile
@@ -12,24 +11,14 @@ import numpy as np
 
 from segal.data.base import ClassSet
 from segal.errors import UserError
+from segal.fileio import read_json
 from segal.interchange import coco, cvat_mask, cvat_xml, labelstudio, png
-from segal.interchange.base import read_limited
+from segal.interchange.base import MAX_JSON_BYTES, REEXPORT
 from segal.interchange.safezip import safe_extract
-
-MAX_JSON_BYTES = 1 << 30
-
-
-def read_json(path: Path) -> object:
-    data = read_limited(path, MAX_JSON_BYTES, "JSON file")
-    try:
-        return json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"corrupt or truncated JSON ({exc})", path=path,
-                        fix="export the annotations again from the tool") from None
 
 
 def load_json(path: Path, classes: ClassSet, expected: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
-    doc = read_json(path)
+    doc = read_json(path, max_bytes=MAX_JSON_BYTES, fix=REEXPORT)
     if labelstudio.is_labelstudio(doc):
         return labelstudio.load_tasks(path, doc, classes, expected)
     if coco.is_coco(doc):

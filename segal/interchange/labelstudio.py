@@ -8,8 +8,11 @@ set and holds the export, otherwise the path relative to the JSON (serve it or u
 Import reads Label Studio's JSON export: the last non-cancelled annotation of each task (tasks
 without one are left out), mapped back by ``data.segal_id`` or else the image file stem (minus the
 ``1a2b3c4d-`` prefix Label Studio gives uploads).  Brush pixels count where alpha >= 128;
-polygons are rasterised too.  Void is the absence of a brush: ignore (255) gets none and
-unpainted pixels come back as 255; where brushes overlap the later result wins.
+polygons are rasterised too (vertices must be finite and within the image, give or take 1 %).
+Void is the absence of a brush: ignore (255) gets none and unpainted pixels come back as 255; where
+brushes overlap the later result wins.  An annotation that paints no pixel at all is refused, not
+read as an all-ignore mask: submitting a task without drawing is a slip, and the image would
+otherwise count as labeled with nothing learnt from it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ import numpy as np
 
 from segal.data.base import ClassSet
 from segal.errors import UserError
+from segal.fileio import atomic_write_bytes, atomic_write_json, read_json
 from segal.interchange.base import (
+    MAX_JSON_BYTES,
+    REEXPORT,
     ExportItem,
     ExportOptions,
     MaskCollector,
@@ -39,13 +45,13 @@ from segal.interchange.base import (
     write_images,
 )
 from segal.interchange.brush_rle import BrushRLEError, mask_to_rle, rle_to_mask
-from segal.pool import atomic_write_bytes, atomic_write_json
 
 MAIN_FILE = "tasks.json"
 CONFIG_FILE = "labeling_config.xml"
 FROM_NAME, TO_NAME = "tag", "image"
 LOCAL_ROOT_ENV = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
+POLYGON_SLACK = 1.0  # percent a polygon vertex may stray outside the image (dragged past the edge)
 _IGNORED_TYPES = {"choices", "textarea", "rating", "taxonomy", "number", "datetime", "relation", "pairwise"}
 
 
@@ -59,11 +65,12 @@ def labeling_config(classes: ClassSet) -> bytes:
     return ET.tostring(view, encoding="unicode").encode() + b"\n"
 
 
-def image_url(path: Path, out: Path) -> str:
+def image_url(path: Path, out: Path, public_dir: Path | None = None) -> str:
     root = os.environ.get(LOCAL_ROOT_ENV)
     if root:
+        final = (public_dir or out) / path.relative_to(out)  # where Label Studio will find the file
         try:
-            rel = path.resolve().relative_to(Path(root).resolve())
+            rel = final.resolve().relative_to(Path(root).resolve())
             return "/data/local-files/?d=" + quote(rel.as_posix())
         except ValueError:
             pass
@@ -86,7 +93,7 @@ def export(out: Path, items: list[ExportItem], classes: ClassSet, options: Expor
                 "value": {"format": "rle", "rle": mask_to_rle(item.prediction == class_id),
                           "brushlabels": [classes.names[class_id]]},
             })
-        tasks.append({"data": {"image": image_url(images / image_name(item), out), "segal_id": item.id},
+        tasks.append({"data": {"image": image_url(images / image_name(item), out, options.public_dir), "segal_id": item.id},
                       "predictions": [{"model_version": options.task_name, "result": result}]})
     atomic_write_bytes(out / CONFIG_FILE, labeling_config(classes))
     atomic_write_json(out / MAIN_FILE, tasks)
@@ -129,7 +136,12 @@ def _paint(mask: np.ndarray, r: dict, class_id: int, where: str) -> None:
         except BrushRLEError as exc:
             raise UserError(f"corrupt brush RLE: {exc}", path=where, fix="export the annotations again") from None
     else:  # polygonlabels: points in percent of the image size
-        pts = np.asarray(r["points"], dtype=np.float64).reshape(-1, 2) * [w / 100.0, h / 100.0]
+        pts = np.asarray(r["points"], dtype=np.float64).reshape(-1, 2)
+        if len(pts) < 3 or not np.isfinite(pts).all() or pts.min() < -POLYGON_SLACK or pts.max() > 100 + POLYGON_SLACK:
+            raise UserError(f"a polygon has {len(pts)} points or coordinates outside 0–100 % of the image "
+                            f"(range {pts.min(initial=0):.4g}…{pts.max(initial=0):.4g})", path=where,
+                            fix="fix or delete that polygon in Label Studio and export again")
+        pts = pts.clip(0, 100) * [w / 100.0, h / 100.0]
         cv2.fillPoly(mask, [np.round(pts).astype(np.int32).reshape(-1, 1, 2)], int(class_id))
 
 
@@ -167,14 +179,15 @@ def load_tasks(path: Path, tasks: list, classes: ClassSet,
             except (KeyError, TypeError, ValueError) as exc:
                 raise UserError(f"malformed {kind} result ({type(exc).__name__}: {exc})", path=where,
                                 fix="export the annotations again as Label Studio JSON") from None
+        if (mask == classes.ignore_index).all():  # submitted without a region: not a label of "all void"
+            raise UserError(f"the annotation of {image_id!r} is empty (no brush stroke or polygon)", path=where,
+                            fix="draw its regions in Label Studio (every pending image needs a mask), then export again")
         collector.add(image_id, mask, where)
     return collector.result()
 
 
 def load(path: Path, classes: ClassSet, expected: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
-    from segal.interchange.detect import read_json
-
-    doc = read_json(path)
+    doc = read_json(path, max_bytes=MAX_JSON_BYTES, fix=REEXPORT)
     if not is_labelstudio(doc):
         raise UserError("not a Label Studio JSON export (a list of tasks)", path=path,
                         fix="export the project from Label Studio as JSON")

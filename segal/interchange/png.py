@@ -14,6 +14,7 @@ import numpy as np
 
 from segal.data.base import ClassSet, decode_mask, identity_lut, read_label_png
 from segal.errors import UserError
+from segal.fileio import atomic_write_bytes
 from segal.interchange.base import (
     ExportItem,
     ExportOptions,
@@ -22,7 +23,6 @@ from segal.interchange.base import (
     register,
     write_images,
 )
-from segal.pool import atomic_write_bytes
 
 MASKS_DIR = "masks"
 CITYSCAPES_SUFFIX = "_gtFine_labelIds.png"

@@ -14,11 +14,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from segal.checkpoint import apply_state_dict, load_checkpoint
 from segal.errors import UserError
 from segal.registry import Registry
 
 ModelBuilder = Callable[..., nn.Module]
 MODELS: Registry[ModelBuilder] = Registry("model")
+SAVE_STATE_DICT = "pass a state_dict saved with torch.save"
+WEIGHTS_MISFIT = "weights do not fit this model"
+SAME_MODEL = "use weights saved from the same model and classes"
 
 
 def embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -42,49 +46,20 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from a local file, weights only (never unpickled objects)."""
     if not path.is_file():
         raise UserError("weights file not found", path=path, fix="check model.weights")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 — any unpickling failure is the same user-facing problem
-        raise UserError(
-            f"cannot load weights ({type(exc).__name__})",
-            path=path,
-            fix="pass a state_dict saved with torch.save",
-        ) from None
+    state = load_checkpoint(path, what="weights", fix=SAVE_STATE_DICT)
     if isinstance(state, dict):
         for wrapper in ("model", "state_dict"):
             if isinstance(state.get(wrapper), dict):
                 state = state[wrapper]
                 break
     if not isinstance(state, dict):
-        raise UserError(
-            "weights file holds no state dict", path=path, fix="pass a state_dict saved with torch.save"
-        )
+        raise UserError("weights file holds no state dict", path=path, fix=SAVE_STATE_DICT)
     return state
-
-
-def apply_state_dict(
-    model: nn.Module, state: Mapping[str, torch.Tensor], source: object, strict: bool = True
-) -> tuple:
-    """``load_state_dict`` with mismatches reported as user errors naming ``source``.
-
-    Returns torch's ``(missing_keys, unexpected_keys)`` for non-strict callers.
-    """
-    try:
-        result = model.load_state_dict(state, strict=strict)
-    except RuntimeError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        first = " ".join(lines[:2])[:300]
-        raise UserError(
-            f"weights do not fit this model: {first}",
-            path=source,
-            fix="use weights saved from the same model and classes",
-        ) from None
-    return result
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
     """Load a state dict (weights only) from ``path`` into ``model``; mismatches are user errors."""
-    apply_state_dict(model, read_state_dict(path), path)
+    apply_state_dict(model, read_state_dict(path), path, what=WEIGHTS_MISFIT, fix=SAME_MODEL)
 
 
 def download_state_dict(url: str, what: str) -> dict[str, torch.Tensor]:

@@ -31,8 +31,16 @@ from torch import nn
 from torchvision.models import resnet as tv_resnet
 from torchvision.models import vgg as tv_vgg
 
+from segal.checkpoint import apply_state_dict
 from segal.errors import UserError
-from segal.models.base import MODELS, apply_state_dict, download_state_dict, load_weights, reject_options
+from segal.models.base import (
+    MODELS,
+    SAME_MODEL,
+    WEIGHTS_MISFIT,
+    download_state_dict,
+    load_weights,
+    reject_options,
+)
 
 INPUT_SIZES = (32, 224)
 
@@ -112,7 +120,7 @@ def _load_imagenet(model: nn.Module, tv_weights, name: str) -> None:
             path=tv_weights.url,
             fix="report this as a bug",
         )
-    apply_state_dict(model, fitting, tv_weights.url, strict=False)
+    apply_state_dict(model, fitting, tv_weights.url, strict=False, what=WEIGHTS_MISFIT, fix=SAME_MODEL)
 
 
 def _finish(model: nn.Module, weights: str | None, tv_weights, name: str) -> nn.Module:

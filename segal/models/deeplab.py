@@ -40,10 +40,26 @@ def _decoder_takes_list(net: nn.Module) -> bool:
     return len(params) == 1 and params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and params[0].name == "features"
 
 
+def _reject_unknown_options(arch: str, encoder: str, options: dict) -> None:
+    """smp passes unknown keyword arguments on to its encoders, and its own encoders ignore them: a typo
+    in ``model.options`` would be dropped silently.  (timm ``tu-`` encoders do take extra arguments.)"""
+    import inspect
+
+    import segmentation_models_pytorch as smp
+
+    cls = {"deeplabv3plus": smp.DeepLabV3Plus, "unet": smp.Unet}[arch]
+    taken = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs", "encoder_name", "encoder_weights", "classes"}
+    unknown = sorted(set(options) - taken)
+    if unknown and not encoder.startswith("tu-"):
+        raise UserError(f"model {arch!r} has no option(s) {', '.join(unknown)} (model.options)",
+                        fix=f"remove them; it takes {', '.join(sorted(taken | {'dropout'}))}")
+
+
 def _build_smp(arch: str, num_classes: int, encoder: str, weights: str | None, dropout: float = 0.0, **options) -> nn.Module:
     import segmentation_models_pytorch as smp
 
     encoder_weights = "imagenet" if weights == "imagenet" else None
+    _reject_unknown_options(arch, encoder, options)
     try:
         net = smp.create_model(arch, encoder_name=encoder, encoder_weights=encoder_weights, classes=num_classes, **options)
     except (OSError, ConnectionError, RuntimeError) as exc:
@@ -53,8 +69,13 @@ def _build_smp(arch: str, num_classes: int, encoder: str, weights: str | None, d
                 fix="connect to the network, or set model.weights to null or to a local weights file",
             ) from None
         raise
-    except KeyError as exc:
-        raise UserError(f"unknown smp encoder {encoder!r}: {exc}", fix="see segmentation_models_pytorch encoders") from None
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(encoder, smp.encoders.get_encoder_names(), n=3, cutoff=0.5)
+        raise UserError(f"unknown encoder {encoder!r} for model.name {arch}",
+                        fix=f"set model.encoder to {' or '.join(close) if close else 'resnet18'} "
+                            "(all names: segmentation_models_pytorch.encoders.get_encoder_names())") from None
     model = SmpSegmenter(net, dropout=dropout)
     if weights not in (None, "imagenet"):
         load_weights(model, Path(weights))

@@ -9,10 +9,10 @@ passes ``model=None`` when the user runs acquisition without a task network.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -20,20 +20,26 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from segal.data.base import Dataset
+from segal.device import Compute
+from segal.progress import Progress
 from segal.registry import Registry
 
 
-class Progress:
-    """Progress reporting without printing: the CLI plugs in rich bars, tests plug in nothing."""
+class EvalLoader(Protocol):
+    """Test-time batches ``(images, pool_indices)`` of ``indices``: resize + ImageNet normalisation only,
+    in a deterministic order.  ``image_size_override=[H, W]`` replaces the task size (VAAL's VAE input)."""
 
-    def track(self, iterable, total: int | None = None, description: str = ""):
-        return iterable
+    def __call__(self, indices: Sequence[int] | np.ndarray, image_size_override: Sequence[int] | None = None,
+                 batch_size_override: int | None = None) -> DataLoader: ...
 
-    def log(self, event: str, **fields: Any) -> None:
-        pass
 
-    def warn(self, message: str) -> None:
-        pass
+class TrainLoader(Protocol):
+    """Shuffled, augmented batches ``(images, pool_indices)`` or, ``with_targets``, ``(images, targets,
+    pool_indices)``; seeded by (seed, cycle, salt), ``drop_last`` when the subset exceeds one batch."""
+
+    def __call__(self, indices: Sequence[int] | np.ndarray, image_size_override: Sequence[int] | None = None,
+                 with_targets: bool = False, batch_size_override: int | None = None,
+                 salt: int = 0) -> DataLoader: ...
 
 
 @dataclass
@@ -46,18 +52,12 @@ class AcquisitionContext:
     budget: int
     cycle: int
     seed: int
-    device: torch.device
+    compute: Compute  # device, AMP, task image size, inference batch, workers
     task: str  # "segmentation" | "classification"
     num_classes: int
     ignore_index: int
-    # eval_loader(indices, image_size_override=None, batch_size_override=None) -> DataLoader yielding
-    # (images, pool_indices): test-time transforms only (resize + ImageNet normalisation), deterministic
-    # order; image_size_override=[H, W] replaces the task size (e.g. VAAL's VAE input).
-    eval_loader: Callable[..., DataLoader]
-    # train_loader(indices, image_size_override=None, with_targets=False, batch_size_override=None, salt=0)
-    # -> shuffled, augmented loader yielding (images, pool_indices) or (images, targets, pool_indices);
-    # seeded by (seed, cycle, salt), drop_last when the subset exceeds one batch.
-    train_loader: Callable[..., DataLoader]
+    eval_loader: EvalLoader
+    train_loader: TrainLoader
     model: nn.Module | None = None
     # build_model() -> a fresh, untrained task network (ensembles, QBC, suggestive annotation).
     build_model: Callable[[], nn.Module] | None = None
@@ -65,7 +65,20 @@ class AcquisitionContext:
     train_model: Callable[[nn.Module, np.ndarray, int], nn.Module] | None = None
     workdir: Path | None = None  # the cycle directory, for caches and strategy checkpoints
     progress: Progress = field(default_factory=Progress)
-    amp: bool = False
+
+    @property
+    def device(self) -> torch.device:
+        return self.compute.device
+
+    @property
+    def amp(self) -> bool:
+        return self.compute.amp
+
+    def require_model(self, who: str = "this strategy") -> nn.Module:
+        """The loop's trained task network; a strategy that scores with it calls this instead of ``ctx.model``."""
+        if self.model is None:
+            raise RuntimeError(f"{who} needs the trained task network")
+        return self.model
 
     def generator(self, salt: int = 0) -> np.random.Generator:
         """A numpy generator seeded by (seed, cycle, salt): the same on resume and on every rank."""
@@ -77,7 +90,7 @@ class Selection:
     """The chosen pool indices (most informative first), their scores and diagnostics."""
 
     indices: np.ndarray
-    scores: np.ndarray | None = None
+    scores: np.ndarray | list[float] | None = None  # one per index, in the same order
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
@@ -92,7 +105,8 @@ class Strategy(abc.ABC):
         pass
 
     def __init__(self, params: Any = None):
-        self.params = params if params is not None else self.Params()
+        # Any: each subclass has its own Params dataclass, built and checked by make_strategy
+        self.params: Any = params if params is not None else self.Params()
 
     @abc.abstractmethod
     def select(self, ctx: AcquisitionContext) -> Selection: ...

@@ -10,36 +10,37 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from segal.data.base import Dataset
 from segal.data.cache import ResizedImageCache
 from segal.data.loaders import make_loader
-from segal.strategies.base import AcquisitionContext, Progress
+from segal.device import Compute
+from segal.progress import Progress
+from segal.strategies.base import AcquisitionContext
 
 
 def build_context(
     pool: Dataset,
-    labeled: Sequence[int],
+    labeled: Sequence[int] | np.ndarray,
     budget: int,
     *,
-    image_size: Sequence[int] | None,
     num_classes: int,
+    compute: Compute | None = None,
     cycle: int = 0,
     seed: int = 0,
-    device: torch.device | str = "cpu",
-    batch_size: int = 16,
-    num_workers: int = 0,
     model: nn.Module | None = None,
     build_model: Callable[[], nn.Module] | None = None,
     train_model: Callable[[nn.Module, np.ndarray, int], nn.Module] | None = None,
-    unlabeled: Sequence[int] | None = None,
+    unlabeled: Sequence[int] | np.ndarray | None = None,
     progress: Progress | None = None,
-    amp: bool = False,
-    workdir=None,
+    workdir: Path | None = None,
     cache_dir: Path | None = None,
 ) -> AcquisitionContext:
+    """The context of one acquisition over ``pool``; ``compute`` defaults to CPU, native image size, batch 16."""
+    compute = compute or Compute()
+    image_size, batch_size, num_workers = compute.image_size, compute.batch_size, compute.num_workers
     labeled_arr = np.sort(np.asarray(labeled, dtype=np.int64))
     if unlabeled is None:
         mask = np.ones(len(pool), dtype=bool)
@@ -59,14 +60,15 @@ def build_context(
             caches[key] = ResizedImageCache(pool, key, cache_dir)
         return caches[key], None
 
-    def eval_loader(indices, image_size_override=None, batch_size_override=None):
+    def eval_loader(indices, image_size_override=None, batch_size_override=None) -> DataLoader:
         data, size = source(image_size_override)
         return make_loader(
             data, indices, size=size, batch_size=batch_size_override or batch_size,
             train=False, with_targets=False, num_workers=num_workers,
         )
 
-    def train_loader(indices, image_size_override=None, with_targets=False, batch_size_override=None, salt=0):
+    def train_loader(indices, image_size_override=None, with_targets=False, batch_size_override=None,
+                     salt=0) -> DataLoader:
         data, size = source(image_size_override)
         return make_loader(
             data, indices, size=size, batch_size=batch_size_override or batch_size,
@@ -81,7 +83,7 @@ def build_context(
         budget=budget,
         cycle=cycle,
         seed=seed,
-        device=torch.device(device),
+        compute=compute,
         task=pool.task,
         num_classes=num_classes,
         ignore_index=pool.classes.ignore_index,
@@ -92,5 +94,4 @@ def build_context(
         train_model=train_model,
         workdir=workdir,
         progress=progress or Progress(),
-        amp=amp,
     )

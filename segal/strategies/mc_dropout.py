@@ -69,9 +69,7 @@ class MCDropoutStrategy(Strategy):
                 raise UserError(f"mc_dropout needs T ≥ 2 passes, not {self.T}", fix="set active.strategy_params.T")
 
     def select(self, ctx: AcquisitionContext) -> Selection:
-        model = ctx.model
-        if model is None:
-            raise RuntimeError("mc_dropout needs the trained task network")
+        model = ctx.require_model("mc_dropout")
         drops = dropout_layers(model)
         if not drops:
             raise UserError(

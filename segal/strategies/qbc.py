@@ -15,12 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
-
 from segal.errors import UserError
 from segal.strategies import scoring
 from segal.strategies.base import AcquisitionContext, Selection, Strategy, register_strategy, selection_from
-from segal.strategies.ensemble import check_labeled, committee, committee_scores
+from segal.strategies.committee import bootstraps, check_labeled, committee, committee_scores
 
 BOOTSTRAP_SALT = 0x0BC
 
@@ -28,12 +26,6 @@ DISAGREEMENT = {
     "vote_entropy": scoring.SampleStats.vote_entropy,
     "mean_kl": scoring.SampleStats.mean_kl_to_consensus,
 }
-
-
-def bootstraps(ctx: AcquisitionContext, count: int, salt: int) -> list[np.ndarray]:
-    """``count`` resamples of the labeled set with replacement, each as large as the set (sorted)."""
-    rng = ctx.generator(salt)
-    return [np.sort(rng.choice(ctx.labeled, size=len(ctx.labeled), replace=True)) for _ in range(count)]
 
 
 @register_strategy("qbc")

@@ -56,9 +56,7 @@ def reduce_per_image(scores: torch.Tensor, how: str = "mean") -> torch.Tensor:
 @torch.no_grad()
 def score_pool(ctx: AcquisitionContext, pixel_score: PixelScore, reduce: str = "mean") -> tuple[np.ndarray, np.ndarray]:
     """Score every unlabeled image with the task network; returns (pool indices, scores)."""
-    model = ctx.model
-    if model is None:
-        raise RuntimeError("this strategy needs the trained task network")
+    model = ctx.require_model()
     model.eval()
     indices, scores = [], []
     loader = ctx.eval_loader(dist.shard(ctx.unlabeled))  # under torchrun each rank scores its shard
@@ -93,7 +91,8 @@ class SampleStats:
     def __init__(self, variance: bool = False):
         self.n = 0
         self.track_variance = variance
-        self.sum = self.sum_sq = self.votes = self.sum_entropy = None
+        empty = torch.empty(0)  # replaced by the first add(), which knows the batch's shape
+        self.sum, self.sum_sq, self.votes, self.sum_entropy = empty, empty, empty, empty
 
     def add(self, probs: torch.Tensor) -> None:
         probs = probs.float()

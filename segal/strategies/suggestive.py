@@ -24,18 +24,17 @@ import torch
 
 from segal import distributed as dist
 from segal.errors import UserError
+from segal.progress import Progress
 from segal.strategies import scoring
 from segal.strategies.base import (
     AcquisitionContext,
-    Progress,
     Selection,
     Strategy,
     register_strategy,
     scores_of,
     top_k_highest,
 )
-from segal.strategies.ensemble import check_labeled, committee, committee_scores
-from segal.strategies.qbc import bootstraps
+from segal.strategies.committee import bootstraps, check_labeled, committee, committee_scores
 
 BOOTSTRAP_SALT = 0x5A
 

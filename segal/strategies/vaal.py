@@ -14,13 +14,13 @@ Two modes (see docs/vaal.md for every difference and why):
   discriminator in eval mode and no augmentation, in a deterministic order.
 
 Both re-initialise the VAE and discriminator every cycle (``warm_start`` is an opt-in extension),
-hold back a few labeled and unlabeled images to measure the discriminator's AUROC, and checkpoint
-the trained pair in the cycle directory so that a resumed acquisition does not retrain.
+measure the discriminator's AUROC out of sample (on held-out images when ``holdout`` gives at least
+``auroc_min`` per pool, else cross-fitted on two halves) with its 95% Hanley–McNeil interval, and
+checkpoint the trained pair in the cycle directory so that a resumed acquisition does not retrain.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections.abc import Iterator
@@ -31,12 +31,12 @@ import numpy as np
 import torch
 
 from segal import distributed as dist
+from segal.checkpoint import load_checkpoint, save_checkpoint
 from segal.crashpoints import crash_point
 from segal.device import autocast, grad_scaler
 from segal.errors import UserError
-from segal.metrics import auroc
+from segal.metrics import auroc, auroc_interval
 from segal.models.vaal import VAE, Discriminator, adversarial_loss, discriminator_loss, vae_loss
-from segal.pool import atomic_write_bytes
 from segal.strategies.base import (
     AcquisitionContext,
     Selection,
@@ -45,7 +45,7 @@ from segal.strategies.base import (
     scores_of,
     top_k_lowest,
 )
-from segal.strategies.coreset import kcenter_greedy
+from segal.strategies.kcenter import kcenter_greedy
 
 CHECKPOINT = "vaal.pt"
 
@@ -76,9 +76,28 @@ class VAALStrategy(Strategy):
         vae_steps: int = 2
         disc_steps: int = 1
         kl_reduction: Literal["auto", "sum", "mean"] = "auto"  # auto: sum in paper mode, mean in fixed
-        holdout: float = 0.1  # share of the labeled set held back (with as many unlabeled) for AUROC
+        holdout: float = 0.1  # at most this share of the labeled set is held back (with as many unlabeled) for AUROC
+        auroc_min: int = 32  # fewer held-out images than this per pool: cross-fit the AUROC instead
         warm_start: bool = False  # start from the previous cycle's VAE and discriminator
         diversity_factor: int = 0  # k > 1: top k·b by score, then k-center greedy on μ picks b
+
+        def __post_init__(self):
+            """Checked when the recipe is read, so a bad value fails before cycle 0 trains."""
+            if self.image_size < 16 or self.image_size % 16:
+                raise UserError(f"VAAL image_size {self.image_size} is not a multiple of 16",
+                                fix="use e.g. 32, 64 or 128 in active.strategy_params.image_size")
+            if min(self.z_dim, self.width, self.batch_size, self.vae_steps, self.disc_steps, self.disc_layers) < 1:
+                raise UserError("VAAL z_dim, width, batch_size, vae_steps, disc_steps and disc_layers must be positive",
+                                fix="check active.strategy_params")
+            if (self.steps is not None and self.steps < 1) or (self.steps is None and not self.epochs > 0):
+                raise UserError("VAAL steps (or epochs, when steps is unset) must be positive",
+                                fix="check active.strategy_params.steps and .epochs")
+            if not 0 <= self.holdout < 1:
+                raise UserError(f"VAAL holdout {self.holdout} must be in [0, 1)", fix="e.g. 0.1")
+            if self.auroc_min < 1:
+                raise UserError(f"VAAL auroc_min {self.auroc_min} must be at least 1", fix="e.g. 32")
+            if self.diversity_factor == 1 or self.diversity_factor < 0:
+                raise UserError("VAAL diversity_factor must be 0 (off) or at least 2", fix="e.g. 4")
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -90,28 +109,29 @@ class VAALStrategy(Strategy):
         r = self.params.kl_reduction
         return ("sum" if self.paper else "mean") if r == "auto" else r
 
-    def _validate(self, ctx: AcquisitionContext) -> None:
-        p = self.params
-        if p.image_size < 16 or p.image_size % 16:
-            raise UserError(f"VAAL image_size {p.image_size} is not a multiple of 16",
-                            fix="use e.g. 32, 64 or 128 in active.strategy_params.image_size")
-        if p.z_dim < 1 or p.width < 1 or p.batch_size < 1 or p.vae_steps < 1 or p.disc_steps < 1:
-            raise UserError("VAAL z_dim, width, batch_size, vae_steps and disc_steps must be positive",
-                            fix="check active.strategy_params")
-        if not 0 <= p.holdout < 1:
-            raise UserError(f"VAAL holdout {p.holdout} must be in [0, 1)", fix="e.g. 0.1")
-        if p.diversity_factor == 1 or p.diversity_factor < 0:
-            raise UserError("VAAL diversity_factor must be 0 (off) or at least 2", fix="e.g. 4")
-
     def build(self) -> tuple[VAE, Discriminator]:
         p = self.params
         return VAE(p.z_dim, p.image_size, p.width), Discriminator(p.z_dim, p.disc_layers)
+
+    def auroc_method(self, ctx: AcquisitionContext) -> str:
+        """How the discriminator's AUROC is measured: ``holdout`` when ``holdout`` × labeled gives at least
+        ``auroc_min`` images per pool; else ``crossfit`` (two extra trainings on halves, each scoring the
+        other half: every labeled image is scored out of sample, and nothing is held back from the
+        acquisition model); ``train`` (on training images, optimistic) when ``holdout`` is 0 or the
+        labeled set has fewer than 2 images."""
+        p = self.params
+        n = int(round(p.holdout * len(ctx.labeled)))
+        if p.holdout == 0 or len(ctx.labeled) < 2:
+            return "train"
+        if n >= p.auroc_min and n <= min(len(ctx.labeled) - 1, len(ctx.unlabeled) - ctx.budget):
+            return "holdout"
+        return "crossfit"
 
     def split_holdout(self, ctx: AcquisitionContext) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(train labeled, train unlabeled, held-out labeled, held-out unlabeled), seeded."""
         n = int(round(self.params.holdout * len(ctx.labeled)))
         n = min(n, len(ctx.labeled) - 1, len(ctx.unlabeled) - ctx.budget)
-        if n < 1:
+        if n < 1 or self.auroc_method(ctx) != "holdout":
             empty = np.empty(0, np.int64)
             return ctx.labeled, ctx.unlabeled, empty, empty
         rng = ctx.generator(salt=31)
@@ -155,7 +175,7 @@ class VAALStrategy(Strategy):
         scaler_vae, scaler_disc = grad_scaler(ctx.device, ctx.amp), grad_scaler(ctx.device, ctx.amp)
         vae.train()
         disc.train()
-        history = {"vae": [], "disc": [], "recon_kl": []}
+        history: dict[str, list[float]] = {"vae": [], "disc": [], "recon_kl": []}
         t0 = time.perf_counter()
 
         def batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -234,20 +254,41 @@ class VAALStrategy(Strategy):
         return torch.cat([vae.encode(x.to(ctx.device))[0].float().cpu() for x, _ in loader]) if len(indices) else \
             torch.empty(0, self.params.z_dim)
 
+    def crossfit(self, ctx: AcquisitionContext) -> dict:
+        """Cross-fitted AUROC: split labeled and unlabeled into seeded halves, train a fresh pair on one
+        half of each, score the other, swap; the AUROC is taken over the pooled out-of-fold scores."""
+        rng = ctx.generator(salt=37)
+        lab, unl = rng.permutation(ctx.labeled), rng.permutation(ctx.unlabeled)
+        halves = [(np.sort(lab[0::2]), np.sort(unl[0::2])), (np.sort(lab[1::2]), np.sort(unl[1::2]))]
+        pos, neg, folds = [], [], []
+        for k, (score_l, score_u) in enumerate(halves):
+            fit_l, fit_u = halves[1 - k]
+            torch.manual_seed(int(ctx.generator(salt=43 + k).integers(2**31)))  # the same after a resume
+            vae, disc = self.build()
+            vae.to(ctx.device)
+            disc.to(ctx.device)
+            self.train(ctx, vae, disc, fit_l, fit_u)
+            _, s_l = self.score(ctx, vae, disc, score_l, description=f"VAAL cross-fit {k + 1}/2 (labeled)")
+            _, s_u = self.score(ctx, vae, disc, score_u, description=f"VAAL cross-fit {k + 1}/2 (unlabeled)")
+            folds.append(auroc(s_l, s_u))
+            pos.append(s_l)
+            neg.append(s_u)
+        s_l, s_u = np.concatenate(pos), np.concatenate(neg)
+        return {"auroc": auroc(s_l, s_u), "folds": folds, "labeled": int(len(s_l)), "unlabeled": int(len(s_u)),
+                "labeled_score_mean": float(np.mean(s_l)) if len(s_l) else None}
+
     # ------------------------------------------------------------------ checkpoints
     def _save(self, ctx: AcquisitionContext, vae: VAE, disc: Discriminator, info: dict) -> None:
         if ctx.workdir is None:
             return
-        buffer = io.BytesIO()
-        torch.save({"vae": vae.state_dict(), "disc": disc.state_dict(), "params": dict(vars(self.params)),
-                    "info": info}, buffer)
-        atomic_write_bytes(ctx.workdir / CHECKPOINT, buffer.getvalue())
+        save_checkpoint(ctx.workdir / CHECKPOINT, {"vae": vae.state_dict(), "disc": disc.state_dict(),
+                                                   "params": dict(vars(self.params)), "info": info})
 
     def _load(self, path, vae: VAE, disc: Discriminator) -> dict | None:
         if path is None or not path.exists():
             return None
-        try:  # weights only: a checkpoint never unpickles arbitrary objects
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        try:  # a torn or foreign file is only a cache miss (load_checkpoint's UserError included)
+            state = load_checkpoint(path)
             saved = state.get("params", {})
             if any(saved.get(k) != getattr(self.params, k) for k in ("z_dim", "image_size", "width", "disc_layers")):
                 return None  # a checkpoint of another configuration is not reused
@@ -259,7 +300,6 @@ class VAALStrategy(Strategy):
 
     # ------------------------------------------------------------------ selection
     def select(self, ctx: AcquisitionContext) -> Selection:
-        self._validate(ctx)
         p = self.params
         torch.manual_seed(int(ctx.generator(salt=29).integers(2**31)))
         vae, disc = self.build()
@@ -282,14 +322,27 @@ class VAALStrategy(Strategy):
             info = dict(info, resumed_from_checkpoint=True)
 
         idx, scores = self.score(ctx, vae, disc, ctx.unlabeled)
+        extra: dict = {}
         if len(hold_l):
             _, s_l = self.score(ctx, vae, disc, hold_l, description="VAAL held-out AUROC")
             s_u = scores[np.isin(idx, hold_u)]
-            auc_on = "holdout"
-        else:  # too few labeled images to hold any back: measured on training images
+            auc_on, auc, n_l, n_u = "holdout", auroc(s_l, s_u), len(s_l), len(s_u)
+            labeled_mean = float(np.mean(s_l)) if len(s_l) else None
+        elif self.auroc_method(ctx) == "crossfit":
+            cf = info.get("crossfit")
+            if cf is None:  # kept with the checkpoint, so that a resumed acquisition does not retrain it
+                cf = self.crossfit(ctx)
+                info = info | {"crossfit": cf}
+                if dist.is_main():
+                    self._save(ctx, vae, disc, {k: v for k, v in info.items() if k != "resumed_from_checkpoint"})
+                dist.barrier()
+            auc_on, auc, n_l, n_u, labeled_mean = "crossfit", cf["auroc"], cf["labeled"], cf["unlabeled"], \
+                cf["labeled_score_mean"]
+            extra = {"auroc_folds": cf["folds"]}
+        else:  # holdout 0 or a single labeled image: measured on training images (optimistic)
             _, s_l = self.score(ctx, vae, disc, ctx.labeled, description="VAAL AUROC")
-            s_u, auc_on = scores, "train"
-        auc = auroc(s_l, s_u)
+            auc_on, auc, n_l, n_u = "train", auroc(s_l, scores), len(s_l), len(scores)
+            labeled_mean = float(np.mean(s_l)) if len(s_l) else None
 
         if p.diversity_factor:
             candidates = top_k_lowest(scores, idx, min(len(idx), p.diversity_factor * ctx.budget))
@@ -303,9 +356,10 @@ class VAALStrategy(Strategy):
         hist, edges = np.histogram(scores, bins=10, range=(0.0, 1.0))
         diagnostics = {
             "mode": p.mode, "kl_reduction": self.kl_reduction, "image_size": p.image_size, "z_dim": p.z_dim,
-            "width": p.width, "auroc": auc, "auroc_on": auc_on, "auroc_labeled": int(len(s_l)),
-            "auroc_unlabeled": int(len(s_u)),
-            "labeled_score_mean": float(np.mean(s_l)) if len(s_l) else None,
+            "width": p.width, "auroc": auc, "auroc_on": auc_on, "auroc_labeled": int(n_l),
+            "auroc_unlabeled": int(n_u), "auroc_ci": list(auroc_interval(auc, n_l, n_u)),
+            "auroc_ci_method": "Hanley-McNeil 1982, 95%", **extra,
+            "labeled_score_mean": labeled_mean,
             "pool_score_mean": float(scores.mean()), "pool_score_std": float(scores.std()),
             "pool_score_quantiles": dict(zip(["min", "p05", "p25", "p50", "p75", "p95", "max"],
                                              [float(q) for q in quantiles], strict=True)),

@@ -1,0 +1,84 @@
+"""The task-network checks a fresh run makes before it writes anything.
+
+A bad encoder name, bad ``model.options`` or an image size the network cannot take used to fail at
+the first training step, after ``state.json`` existed; as ``model.encoder`` and ``data.image_size``
+are identity keys, the corrected recipe was then refused as "a different experiment".  Here the
+network is built on PyTorch's ``meta`` device (shapes only: no memory, no arithmetic, well under a
+second) and run once on an empty batch of the size it will see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from segal.config import Recipe
+from segal.errors import UserError
+from segal.models import MODELS
+
+if TYPE_CHECKING:
+    from segal.runs import Run
+
+
+def valid_sizes(size: Sequence[int], multiple: int) -> list[list[int]]:
+    """The nearest [H, W] below and above ``size`` whose sides are multiples of ``multiple``."""
+    down = [max(multiple, s // multiple * multiple) for s in size]
+    up = [-(-s // multiple) * multiple for s in size]
+    return [down] if down == up else [down, up]
+
+
+def input_multiple(model: torch.nn.Module) -> int | None:
+    """What the sides of an input must be multiples of (an smp encoder's output stride), if anything."""
+    multiple = getattr(model, "input_multiple", None)
+    if multiple is None:
+        encoder = getattr(getattr(model, "net", None), "encoder", None)
+        multiple = getattr(encoder, "output_stride", None)
+    return int(multiple) if multiple else None
+
+
+def check_model(recipe: Recipe, num_classes: int, image_size: Sequence[int] | None, source: str) -> None:
+    """Build the recipe's network on the meta device and pass it one empty batch of ``image_size``
+    (the recipe's, or the images' own when it has none); every failure is a :class:`UserError`."""
+    m = recipe.model
+    builder = MODELS.get(m.name)
+    what = f"model {m.name!r}" + (f" (encoder {m.encoder!r})" if recipe.task == "segmentation" else "")
+    try:
+        with torch.device("meta"):
+            # weights=None: a local weights file is checked when the real network is built; "imagenet" downloads
+            model = builder(num_classes, encoder=m.encoder, weights=None, **m.options)
+    except TypeError as exc:
+        raise UserError(f"bad model.options for {what}: {exc}", path=source,
+                        fix="remove the options the model does not take") from None
+    except UserError as exc:  # the builder's own message (unknown encoder, option), named after the recipe
+        raise UserError(str(exc), path=source) from None
+    if image_size is None or recipe.task != "segmentation":
+        return
+    size = [int(s) for s in image_size]
+    multiple = input_multiple(model)
+    key = "data.image_size" if recipe.data.image_size is not None else "the images' own size"
+    if multiple and any(s % multiple for s in size):
+        options = " or ".join(str(v) for v in valid_sizes(size, multiple))
+        raise UserError(f"{key} {size} does not fit {what}: height and width must be multiples of {multiple}",
+                        path=source, fix=f"set data.image_size to {options}")
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.empty(1, 3, *size, device="meta"))
+    except (RuntimeError, ValueError) as exc:
+        raise UserError(f"{what} cannot take {key} {size} ({str(exc).splitlines()[0][:120]})", path=source,
+                        fix="choose another data.image_size (multiples of 32 fit every model)") from None
+    if tuple(out.shape[-2:]) != tuple(size):
+        raise UserError(f"{what} turns {key} {size} into {list(out.shape[-2:])}-pixel masks", path=source,
+                        fix="choose another data.image_size (multiples of 32 fit every model)")
+
+
+def check_run(run: Run, source: str) -> None:
+    """:func:`check_model` for a run whose pool is open: with no ``data.image_size`` the network sees
+    the images at their own size, so the first image's is checked."""
+    recipe = run.recipe
+    size = recipe.data.image_size
+    if size is None and recipe.task == "segmentation":
+        size = run.pool.load_image(0).shape[:2]
+    check_model(recipe, run.num_classes, size, source)

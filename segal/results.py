@@ -1,0 +1,439 @@
+"""Run results: load run directories and compute every statistic the report shows.
+
+Runs are grouped by strategy (``vaal`` and ``vaal (paper)`` stay apart when
+``active.strategy_params.mode`` differs from the strategy's default mode) and aligned by labeled fraction rounded to 4 decimals, so
+seeds of one protocol land on the same budgets even when pool sizes differ by rounding.
+
+Statistics (every number is also in ``summary.json``, metrics as fractions in [0, 1]):
+
+- mean ± std over seeds at each budget; std is the sample std (ddof=1) when two or more seeds reach
+  that budget and 0 with a single seed (there is no spread to estimate).
+- area under the learning curve: trapezoid rule over the labeled fraction divided by the fraction
+  range, i.e. the curve's average height, comparable to the metric itself.  It is taken over the
+  budgets that every strategy reached, so strategies are compared on the same range (a run that is
+  still going does not shorten or lengthen another's).  With a single common budget it is the value
+  there.  ``auc`` uses the mean curve; ``auc_std`` is the spread of the per-seed areas.
+- fraction to target: the smallest labeled fraction at which a strategy's mean reaches
+  ``target`` × the best final mean over strategies (final = the strategy's last budget), ``None``
+  if it never does.
+- gain over random: strategy mean − random mean at each budget both reached (metric points).
+- paired gain over random: runs of two strategies with the same seed share the initial labeled set
+  and the network initialisation (both derive from the seed), so each seed gives one paired
+  difference (strategy − random) at every budget both runs reached, and one of their areas (over the
+  common budgets).  Reported: the mean over seeds with a two-sided 95% Student t-interval,
+  mean ± t(0.975, n−1) · sd / √n (sd with ddof=1; no interval with one seed).  A gain is marked
+  ``real`` only when its interval excludes zero.  A pair whose state.json cycle-0 labeled set or
+  pool fingerprint differ is left out with a warning (``summary["warnings"]``); a pair that cannot be
+  checked (no state.json) is kept with a warning.
+- acquisitions by group: per cycle, the share of the acquired images in each recording sequence or
+  group (CamVid sequence, Cityscapes city), the mean over seeds.
+- ceiling: a run whose cycle 0 is trained on the whole pool (``segal acquire --ceiling``) is not a
+  strategy; its mean over seeds is the ceiling.  Each strategy's final mean is given as a fraction
+  of it, and the smallest labeled fraction whose mean reaches 90% and 95% of it (``None`` if never).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from segal.errors import UserError
+from segal.fileio import get_dotted, read_json
+
+RANDOM = "random"
+CEILING_SHARES = (0.9, 0.95)  # shares of the ceiling whose labeled fraction is reported
+RERUN = "re-run that cycle or delete the file"  # the fix for a corrupt metrics or queries file
+
+
+@dataclass
+class RunData:
+    """What the report needs from one run directory."""
+
+    dir: Path
+    recipe: dict[str, Any]
+    metrics: list[dict[str, Any]]  # one per finished cycle, by cycle
+    queries: dict[int, dict[str, Any]] = field(default_factory=dict)  # cycle -> queries.json
+    initial: tuple[int, ...] | None = None  # state.json's cycle-0 labeled indices (None: no state.json)
+    pool_fingerprint: str | None = None
+
+    @property
+    def is_ceiling(self) -> bool:
+        """Cycle 0 trained on the whole pool: the reference every strategy is measured against."""
+        return float(self.metrics[0]["fraction"]) >= 1.0 - 1e-9
+
+    @property
+    def strategy(self) -> str:
+        return str(self.metrics[0].get("strategy") or get_dotted(self.recipe, "active.strategy") or "?")
+
+    @property
+    def mode(self) -> str | None:
+        """The strategy's ``mode`` parameter, ``None`` when unset or equal to the strategy's default."""
+        params = get_dotted(self.recipe, "active.strategy_params") or {}
+        mode = params.get("mode") if isinstance(params, dict) else None
+        return None if mode is None or mode == _default_mode(self.strategy) else str(mode)
+
+    @property
+    def label(self) -> str:
+        return self.strategy if self.mode is None else f"{self.strategy} ({self.mode})"
+
+    @property
+    def seed(self) -> int | None:
+        return self.metrics[0].get("seed", get_dotted(self.recipe, "seed"))
+
+
+@functools.cache
+def _default_mode(strategy: str) -> Any:
+    """Default of the strategy's ``Params.mode`` (so ``vaal`` and ``vaal:fixed`` are one group)."""
+    try:
+        from segal.strategies import STRATEGIES
+
+        params = STRATEGIES.get(strategy).Params
+        return next((f.default for f in dataclasses.fields(params) if f.name == "mode"), None)
+    except Exception:  # an unknown or since-removed strategy: keep whatever mode the recipe names
+        return None
+
+
+# ---------------------------------------------------------------------------- loading
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "recipe.yaml").is_file() and (path / "cycles").is_dir()
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Run directories among ``paths``; a directory that is not a run is searched for runs below it."""
+    found: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise UserError("no such run directory", path=path, fix="pass the output dir of `segal acquire`")
+        if is_run_dir(path):
+            found.append(path)
+            continue
+        below = sorted(p.parent for p in path.rglob("recipe.yaml") if is_run_dir(p.parent)) if path.is_dir() else []
+        if not below:
+            raise UserError("not a run directory and holds none (no recipe.yaml with cycles/)", path=path,
+                            fix="pass run directories written by `segal acquire` or `segal sweep`")
+        found.extend(below)
+    unique: dict[Path, Path] = {}
+    for p in found:
+        unique.setdefault(p.resolve(), p)
+    if not unique:
+        raise UserError("no run directories given", fix="pass one or more run directories")
+    return list(unique.values())
+
+
+def load_run(run_dir: Path) -> RunData:
+    recipe_path = run_dir / "recipe.yaml"
+    try:
+        recipe = yaml.safe_load(recipe_path.read_text()) or {}
+    except yaml.YAMLError:
+        raise UserError("malformed recipe.yaml", path=recipe_path, fix="restore the run's resolved recipe") from None
+    cycle_dirs = sorted((p for p in (run_dir / "cycles").iterdir() if p.is_dir() and p.name.isdigit()),
+                        key=lambda p: int(p.name))
+    metrics = []
+    for d in cycle_dirs:
+        if (d / "metrics.json").is_file():
+            m = read_json(d / "metrics.json", fix=RERUN)
+            if not isinstance(m, dict) or "fraction" not in m or not ("miou" in m or "accuracy" in m):
+                raise UserError("metrics.json lacks 'fraction' or 'miou'/'accuracy'", path=d / "metrics.json",
+                                fix="re-evaluate the run with `segal evaluate`")
+            metrics.append(m)
+    if not metrics:
+        raise UserError("run has no evaluated cycle (no cycles/*/metrics.json)", path=run_dir,
+                        fix="run `segal acquire` until cycle 0 is evaluated, or leave this run out")
+    queries = {int(d.name): read_json(d / "queries.json", fix=RERUN) for d in cycle_dirs if (d / "queries.json").is_file()}
+    initial, fingerprint = None, None
+    if (run_dir / "state.json").is_file():
+        state = read_json(run_dir / "state.json", fix="restore the run's state.json (it is written atomically)")
+        labeled = state.get("labeled", {}) if isinstance(state, dict) else {}
+        if isinstance(labeled, dict) and isinstance(labeled.get("0"), list):
+            initial = tuple(sorted(int(i) for i in labeled["0"]))
+        fingerprint = state.get("pool_fingerprint") if isinstance(state, dict) else None
+    return RunData(run_dir, recipe if isinstance(recipe, dict) else {}, metrics, queries, initial, fingerprint)
+
+
+# ---------------------------------------------------------------------------- statistics
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1); std is 0 for a single value."""
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) >= 2 else 0.0
+
+
+# Two-sided 95% Student t quantiles t(0.975, df) for df = 1..30 (standard tables; checked against
+# scipy.stats.t.ppf in the tests).  scipy is not a dependency, and only this one quantile is needed.
+_T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788,
+         2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639,
+         2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
+_Z975 = 1.959963984540054
+
+
+def t_quantile_975(df: int) -> float:
+    """t(0.975, df): the table for df ≤ 30, beyond it the Cornish–Fisher expansion (error < 1e-5)."""
+    if df < 1:
+        raise ValueError(f"a t quantile needs df ≥ 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = _Z975
+    g1 = (z**3 + z) / 4
+    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
+    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
+    return z + g1 / df + g2 / df**2 + g3 / df**3
+
+
+def mean_ci(values: list[float]) -> dict[str, Any]:
+    """Mean with its two-sided 95% t-interval over ``values`` (one per seed); ``ci`` is ``None`` for a
+    single value, and ``real`` says whether the interval excludes zero."""
+    a = np.asarray(values, dtype=np.float64)
+    mean = float(a.mean())
+    if len(a) < 2:
+        return {"n": len(a), "mean": mean, "ci": None, "real": False}
+    half = t_quantile_975(len(a) - 1) * float(a.std(ddof=1)) / math.sqrt(len(a))
+    lo, hi = mean - half, mean + half
+    return {"n": len(a), "mean": mean, "ci": [lo, hi], "real": bool(lo > 0 or hi < 0)}
+
+
+def normalised_auc(x: list[float], y: list[float]) -> float:
+    """Trapezoid area under y(x) divided by the x range: the curve's mean height."""
+    if len(x) == 1:
+        return float(y[0])
+    xa, ya = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return float(np.sum((xa[1:] - xa[:-1]) * (ya[1:] + ya[:-1]) / 2) / (xa[-1] - xa[0]))
+
+
+def _key(fraction: float) -> float:
+    return round(float(fraction), 4)
+
+
+def _metric_name(runs: list[RunData]) -> str:
+    names = {"miou" if "miou" in m else "accuracy" for r in runs for m in r.metrics}
+    if len(names) > 1:
+        raise UserError("runs mix segmentation (mIoU) and classification (accuracy)",
+                        fix="report segmentation and classification runs separately")
+    return names.pop()
+
+
+def _per_class(metrics: dict[str, Any]) -> dict[str, float | None]:
+    return metrics.get("per_class_iou") or metrics.get("per_class_accuracy") or {}
+
+
+def _mean_or_none(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(np.mean(present)) if present else None
+
+
+def summarize(runs: list[RunData], target: float = 0.95) -> dict[str, Any]:
+    """Every number of the report, as a JSON-ready dict (see the module docstring for definitions)."""
+    metric = _metric_name(runs)
+    ceiling_runs = [r for r in runs if r.is_ceiling]
+    if len(ceiling_runs) < len(runs):
+        runs = [r for r in runs if not r.is_ceiling]  # only ceilings given: show them as curves of one point
+    else:
+        ceiling_runs = []
+    groups: dict[str, list[RunData]] = {}
+    for r in runs:
+        groups.setdefault(r.label, []).append(r)
+    order = sorted(groups, key=lambda label: (label != RANDOM, label))
+
+    strategies: dict[str, dict[str, Any]] = {}
+    for label in order:
+        members = groups[label]
+        by_fraction: dict[float, list[tuple[RunData, dict]]] = {}
+        for r in members:
+            for m in r.metrics:
+                by_fraction.setdefault(_key(m["fraction"]), []).append((r, m))
+        curve = []
+        for f in sorted(by_fraction):
+            rows = by_fraction[f]
+            values = [float(m[metric]) for _, m in rows]
+            mean, std = mean_std(values)
+            seconds = [m["train_seconds"] for _, m in rows if m.get("train_seconds") is not None]
+            labeled = [m["labeled"] for _, m in rows if m.get("labeled") is not None]
+            curve.append({
+                "fraction": f, "labeled": float(np.mean(labeled)) if labeled else None,
+                "mean": mean, "std": std, "n": len(values), "values": values,
+                "seeds": [r.seed for r, _ in rows],
+                "train_seconds": float(np.mean(seconds)) if seconds else None,
+            })
+        classes = list(dict.fromkeys(name for r in members for m in r.metrics for name in _per_class(m)))
+        per_class = [{"fraction": f, "classes": {c: _mean_or_none([_per_class(m).get(c) for _, m in by_fraction[f]])
+                                                 for c in classes}} for f in sorted(by_fraction)]
+        strategies[label] = {
+            "strategy": members[0].strategy, "mode": members[0].mode,
+            "runs": [str(r.dir) for r in members], "seeds": sorted({r.seed for r in members if r.seed is not None}),
+            "curve": curve, "per_class": per_class, "diagnostics": _diagnostics(members),
+        }
+
+    common = sorted(set.intersection(*({p["fraction"] for p in s["curve"]} for s in strategies.values())))
+    finals = {label: s["curve"][-1]["mean"] for label, s in strategies.items()}
+    best_label = max(finals, key=lambda label: finals[label])
+    threshold = target * finals[best_label]
+    for label, s in strategies.items():
+        points = {p["fraction"]: p for p in s["curve"]}
+        span = common or [p["fraction"] for p in s["curve"]]
+        s["auc"] = normalised_auc(span, [points[f]["mean"] for f in span])
+        per_seed = []
+        for r in groups[label]:
+            own = {_key(m["fraction"]): float(m[metric]) for m in r.metrics}
+            if all(f in own for f in span):
+                per_seed.append(normalised_auc(span, [own[f] for f in span]))
+        s["auc_std"] = mean_std(per_seed)[1] if per_seed else 0.0
+        s["auc_range"] = [span[0], span[-1]]
+        s["final"] = {k: s["curve"][-1][k] for k in ("fraction", "mean", "std", "n")}
+        s["fraction_to_target"] = next((p["fraction"] for p in s["curve"] if p["mean"] >= threshold), None)
+        if RANDOM in strategies and label != RANDOM:
+            rnd = {p["fraction"]: p["mean"] for p in strategies[RANDOM]["curve"]}
+            s["gain_over_random"] = [{"fraction": p["fraction"], "gain": p["mean"] - rnd[p["fraction"]]}
+                                     for p in s["curve"] if p["fraction"] in rnd]
+        else:
+            s["gain_over_random"] = None
+
+    warnings: list[str] = []
+    for label, s in strategies.items():
+        s["paired"] = _paired(groups[label], groups[RANDOM], metric, common, warnings) \
+            if RANDOM in groups and label != RANDOM else None
+    ceiling = _ceiling(ceiling_runs, metric)
+    for s in strategies.values():
+        s["of_ceiling"] = None if ceiling is None else s["final"]["mean"] / ceiling["mean"]
+        s["fraction_to_ceiling"] = None if ceiling is None else {
+            str(share): next((p["fraction"] for p in s["curve"] if p["mean"] >= share * ceiling["mean"]), None)
+            for share in CEILING_SHARES}
+
+    datasets = sorted({str(get_dotted(r.recipe, "data.dataset")) for r in runs})
+    models = sorted({_model_name(r.recipe) for r in runs})
+    return {
+        "metric": metric, "target": target, "threshold": threshold,
+        "best_final": {"strategy": best_label, "mean": finals[best_label]},
+        "dataset": ", ".join(datasets), "model": ", ".join(models),
+        "seeds": max(len(s["seeds"]) for s in strategies.values()),
+        "fractions": sorted({p["fraction"] for s in strategies.values() for p in s["curve"]}),
+        "common_fractions": common,
+        "strategies": strategies,
+        "ceiling": ceiling,
+        "warnings": warnings,
+    }
+
+
+def _ceiling(runs: list[RunData], metric: str) -> dict[str, Any] | None:
+    """Mean ± std over the ceiling runs' seeds (each run's cycle 0, trained on the whole pool)."""
+    if not runs:
+        return None
+    values = [float(r.metrics[0][metric]) for r in runs]
+    mean, std = mean_std(values)
+    return {"mean": mean, "std": std, "n": len(values), "values": values, "seeds": [r.seed for r in runs],
+            "runs": [str(r.dir) for r in runs]}
+
+
+# Recipe keys two paired runs must share for their difference to be the strategy's alone.
+_PAIRED_KEYS = ("data.dataset", "data.image_size", "model", "train.epochs", "train.steps", "train.min_steps",
+                "train.batch_size", "train.lr", "train.optimizer", "train.schedule", "train.reinit", "active.initial",
+                "active.budget")
+
+
+def _paired(members: list[RunData], randoms: list[RunData], metric: str, common: list[float],
+            warnings: list[str]) -> dict[str, Any]:
+    """Per-seed gains of ``members`` over the random run of the same seed (module docstring)."""
+    by_seed = {r.seed: r for r in randoms}
+    pairs: list[tuple[RunData, RunData]] = []
+    for run in members:
+        other = by_seed.get(run.seed)
+        if other is None:
+            continue
+        if run.initial is None or other.initial is None:
+            warnings.append(f"{run.label} seed {run.seed}: cannot check that it shares random's initial labeled "
+                            f"set (no state.json in {run.dir if run.initial is None else other.dir})")
+        elif run.initial != other.initial or run.pool_fingerprint != other.pool_fingerprint:
+            warnings.append(f"{run.label} seed {run.seed}: its initial labeled set (or pool) differs from random's "
+                            f"({run.dir} vs {other.dir}); the pair is left out of the paired statistics")
+            continue
+        differing = [k for k in _PAIRED_KEYS if get_dotted(run.recipe, k) != get_dotted(other.recipe, k)]
+        if differing:
+            warnings.append(f"{run.label} seed {run.seed}: its recipe differs from random's in {', '.join(differing)} "
+                            "(kept, but the pair compares more than the strategy)")
+        pairs.append((run, other))
+    per_budget = []
+    fractions = sorted({_key(m["fraction"]) for r, _ in pairs for m in r.metrics})
+    for f in fractions:
+        gains, seeds = [], []
+        for run, other in pairs:
+            a = next((float(m[metric]) for m in run.metrics if _key(m["fraction"]) == f), None)
+            b = next((float(m[metric]) for m in other.metrics if _key(m["fraction"]) == f), None)
+            if a is not None and b is not None:
+                gains.append(a - b)
+                seeds.append(run.seed)
+        if gains:
+            per_budget.append({"fraction": f, "seeds": seeds, "gains": gains, **mean_ci(gains)})
+    auc_gains, auc_seeds = [], []
+    for run, other in pairs:
+        mine = {_key(m["fraction"]): float(m[metric]) for m in run.metrics}
+        theirs = {_key(m["fraction"]): float(m[metric]) for m in other.metrics}
+        if common and all(f in mine and f in theirs for f in common):
+            auc_gains.append(normalised_auc(common, [mine[f] for f in common])
+                             - normalised_auc(common, [theirs[f] for f in common]))
+            auc_seeds.append(run.seed)
+    auc = {"seeds": auc_seeds, "gains": auc_gains, **mean_ci(auc_gains)} if auc_gains else None
+    return {"pairs": len(pairs), "per_budget": per_budget, "auc": auc}
+
+
+def _model_name(recipe: dict[str, Any]) -> str:
+    name, encoder = get_dotted(recipe, "model.name"), get_dotted(recipe, "model.encoder")
+    return f"{name}/{encoder}" if name == "deeplabv3plus" and encoder else str(name)
+
+
+def _diagnostics(members: list[RunData]) -> list[dict[str, Any]]:
+    """Per acquisition cycle: mean discriminator AUROC (VAAL), mean acquired class histogram, time."""
+    cycles = sorted({c for r in members for c in r.queries})
+    out = []
+    for c in cycles:
+        qs = [(r, r.queries[c]) for r in members if c in r.queries]
+        fractions = [m["fraction"] for r, _ in qs for m in r.metrics if m.get("cycle") == c]
+        aurocs = [q.get("diagnostics", {}).get("auroc") for _, q in qs]
+        hists = [q.get("diagnostics", {}).get("class_histogram") for _, q in qs]
+        hists = [h for h in hists if h]
+        names = list(dict.fromkeys(n for h in hists for n in h))
+        seconds = [q["seconds"] for _, q in qs if q.get("seconds") is not None]
+        shares = [s for s in (_group_share(r, q) for r, q in qs) if s]
+        groups = sorted({g for s in shares for g in s})
+        intervals = [q.get("diagnostics", {}).get("auroc_ci") for _, q in qs]
+        out.append({
+            "cycle": c, "fraction": _key(np.mean(fractions)) if fractions else None, "n": len(qs),
+            "auroc": _mean_or_none(aurocs),
+            "auroc_ci": [[float(v) for v in ci] for ci in intervals if ci] or None,  # one per seed
+            "group_share": {g: float(np.mean([s.get(g, 0.0) for s in shares])) for g in groups} if shares else None,
+            "class_histogram": {n: float(np.mean([h.get(n, 0.0) for h in hists])) for n in names} if hists else None,
+            "seconds": float(np.mean(seconds)) if seconds else None,
+        })
+    return out
+
+
+def _group_share(run: RunData, queries: dict[str, Any]) -> dict[str, float] | None:
+    """Share of one acquisition per sequence or group: queries.json's ``groups``, or for runs written
+    before they were recorded, the group read from the ids by the adapter's own rule."""
+    groups = queries.get("groups")
+    if groups is None:
+        rule = _id_group_rule(str(get_dotted(run.recipe, "data.dataset")))
+        ids = queries.get("ids")
+        groups = [rule(str(i)) for i in ids] if rule is not None and ids else None
+    if not groups:
+        return None
+    names, counts = np.unique([str(g) for g in groups], return_counts=True)
+    return {str(n): float(k) / len(groups) for n, k in zip(names, counts, strict=True)}
+
+
+def _id_group_rule(dataset: str):
+    if dataset == "camvid":
+        from segal.data.camvid import sequence_of
+
+        return sequence_of
+    if dataset == "cityscapes":
+        from segal.data.cityscapes import city_of
+
+        return city_of
+    return None

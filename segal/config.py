@@ -393,7 +393,7 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None, sets:
         raise UserError("a recipe must be a YAML mapping of keys", path=path, fix="see recipes/demo.yaml")
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     sets = dict(sets or {})
-    active = data.get("active") if isinstance(data.get("active"), dict) else {}
+    active: dict[str, Any] = data["active"] if isinstance(data.get("active"), dict) else {}
     old_strategy = active.get("strategy", ActiveConfig.strategy)
     new_strategy = sets.get("active.strategy", overrides.get("active.strategy", old_strategy))
     if (new_strategy != old_strategy and "active.strategy_params" not in overrides

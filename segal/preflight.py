@@ -78,7 +78,7 @@ def check_run(run: Run, source: str) -> None:
     """:func:`check_model` for a run whose pool is open: with no ``data.image_size`` the network sees
     the images at their own size, so the first image's is checked."""
     recipe = run.recipe
-    size = recipe.data.image_size
+    size: Sequence[int] | None = recipe.data.image_size
     if size is None and recipe.task == "segmentation":
         size = run.pool.load_image(0).shape[:2]
     check_model(recipe, run.num_classes, size, source)

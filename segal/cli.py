@@ -367,6 +367,20 @@ def os_error_line(exc: OSError) -> str | None:
     return f"{where}: {what} — fix: {fix}" if where else f"{what} — fix: {fix}"
 
 
+def dist_error_line(exc: RuntimeError) -> str | None:
+    """One line for a failed collective (a rank died or timed out: see ``SEGAL_DIST_TIMEOUT``); else None.
+
+    torch.distributed is looked up only if already imported, so the CLI keeps starting without torch.
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not isinstance(exc, getattr(dist, "DistError", ())):
+        return None
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return (f"a distributed collective failed on this rank: {first} — fix: read the other ranks' output "
+            "for the first error; if ranks are only slow, raise SEGAL_DIST_TIMEOUT (seconds); "
+            "re-run the same command to resume")
+
+
 def main(argv: list[str] | None = None) -> int:
     from segal.threads import prefer_passive_wait
 
@@ -388,6 +402,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         return 2
+    except RuntimeError as exc:
+        line = dist_error_line(exc)
+        if line is None:
+            raise
+        console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        return 1
     except KeyboardInterrupt:
         console.print("interrupted — re-run the same command to resume from the last finished step", soft_wrap=True)
         return 130

@@ -156,3 +156,18 @@ def test_os_error_line_names_path_and_fix():
     assert line.startswith("/runs/x/state.json: permission denied — fix: ")
     assert "free disk space" in os_error_line(OSError(errno.ENOSPC, "No space left on device", "/runs/x"))
     assert os_error_line(OSError(errno.ECONNRESET, "reset")) is None  # not a user's problem: keeps its traceback
+
+
+def test_a_failed_collective_is_one_line_not_a_traceback(monkeypatch, capsys):
+    import torch.distributed as dist
+
+    import segal.cli as cli
+
+    def stuck(args):
+        raise dist.DistBackendError("[gloo] Timed out waiting 5000ms for recv operation\nlong C++ trace")
+
+    monkeypatch.setattr(cli, "cmd_list", stuck)
+    assert cli.main(["strategies"]) == 1
+    err = capsys.readouterr().err
+    assert "Timed out waiting 5000ms" in err and "SEGAL_DIST_TIMEOUT" in err
+    assert "Traceback" not in err and "long C++ trace" not in err

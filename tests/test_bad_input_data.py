@@ -22,40 +22,29 @@ import yaml
 from PIL import Image
 
 from segal.cli import main
-from tests.test_bad_input import fails, fails_unchanged, make_folder_dataset, recipe_dict, trained_cycles
+from tests.test_bad_input import (  # noqa: F401  (setup, finished, finished_copy: the shared run fixtures)
+    fails,
+    fails_unchanged,
+    finished,
+    finished_copy,
+    make_folder_dataset,
+    recipe_dict,
+    setup,
+    trained_cycles,
+)
 
 
 @pytest.fixture
-def fresh(tmp_path):
+def fresh(setup):  # noqa: F811  (pytest injects the imported fixture)
     """A folder dataset and a recipe whose run does not exist yet."""
-    data = make_folder_dataset(tmp_path / "data")
-    run_dir = tmp_path / "run"
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump(recipe_dict(data, run_dir)))
-    return data, recipe, run_dir
-
-
-@pytest.fixture(scope="module")
-def finished_data(tmp_path_factory):
-    base = tmp_path_factory.mktemp("finished-data")
-    data = make_folder_dataset(base / "data")
-    recipe = base / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump(recipe_dict(data, base / "run")))
-    assert main(["acquire", str(recipe), "--quiet"]) == 0
-    return base
+    return setup
 
 
 @pytest.fixture
-def done(finished_data, tmp_path):
+def done(finished_copy):  # noqa: F811  (pytest injects the imported fixture)
     """A copy of a finished run (cycles 0 and 1) and its data, free to damage."""
-    import shutil
-
-    shutil.copytree(finished_data / "data", tmp_path / "data")
-    shutil.copytree(finished_data / "run", tmp_path / "run")
-    stored = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
-    stored["data"]["root"], stored["output_dir"] = str(tmp_path / "data"), str(tmp_path / "run")
-    (tmp_path / "run" / "recipe.yaml").write_text(yaml.safe_dump(stored, sort_keys=False))
-    return tmp_path / "data", tmp_path / "run"
+    data, _, run_dir = finished_copy
+    return data, run_dir
 
 
 def _acquire_fails_writing_nothing(capsys, recipe: Path, run_dir: Path, *needles: str) -> str:

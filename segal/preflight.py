@@ -10,16 +10,12 @@ second) and run once on an empty batch of the size it will see.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
 from segal.config import Recipe
 from segal.errors import UserError
 from segal.models import MODELS
-
-if TYPE_CHECKING:
-    from segal.runs import Run
 
 
 def valid_sizes(size: Sequence[int], multiple: int) -> list[list[int]]:
@@ -73,12 +69,3 @@ def check_model(recipe: Recipe, num_classes: int, image_size: Sequence[int] | No
         raise UserError(f"{what} turns {key} {size} into {list(out.shape[-2:])}-pixel masks", path=source,
                         fix="choose another data.image_size (multiples of 32 fit every model)")
 
-
-def check_run(run: Run, source: str) -> None:
-    """:func:`check_model` for a run whose pool is open: with no ``data.image_size`` the network sees
-    the images at their own size, so the first image's is checked."""
-    recipe = run.recipe
-    size: Sequence[int] | None = recipe.data.image_size
-    if size is None and recipe.task == "segmentation":
-        size = run.pool.load_image(0).shape[:2]
-    check_model(recipe, run.num_classes, size, source)

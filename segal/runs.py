@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from segal.errors import UserError
 from segal.fileio import atomic_write_bytes, fingerprint, get_dotted
 from segal.models import MODELS
 from segal.pool import PoolState
+from segal.preflight import check_model
 from segal.runlock import RunLock
 from segal.strategies import make_strategy
 
@@ -217,10 +219,18 @@ def open_run(run_dir: Path | str) -> Run:
     return Run(run_dir, recipe)
 
 
+def _check_model_fits(run: Run, source: str) -> None:
+    """:func:`~segal.preflight.check_model` for a run whose pool is open: with no ``data.image_size``
+    the network sees the images at their own size, so the first image's is checked."""
+    recipe = run.recipe
+    size: Sequence[int] | None = recipe.data.image_size
+    if size is None and recipe.task == "segmentation":
+        size = run.pool.load_image(0).shape[:2]
+    check_model(recipe, run.num_classes, size, source)
+
+
 def start_run(recipe: Recipe, recipe_source: str) -> Run:
     """Create the run directory, or reopen it after checking it holds the same experiment."""
-    from segal.preflight import check_run
-
     DATASETS.get(recipe.data.dataset)  # fail on unknown names before anything is written
     MODELS.get(recipe.model.name)
     make_strategy(recipe.active.strategy, recipe.active.strategy_params, recipe_source)  # bad params fail here
@@ -247,7 +257,7 @@ def start_run(recipe: Recipe, recipe_source: str) -> Run:
             PoolState.load(run.state_path)  # a torn or hand-edited state fails before the recipe is rewritten
     else:
         run.new_state()  # opens the pool and plans the budgets: bad data fails before anything is written
-        check_run(run, recipe_source)  # the network builds and takes the image size, before anything is written
+        _check_model_fits(run, recipe_source)  # the network builds and takes the image size, before anything is written
     if is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
     run.take_lock()  # a second writer stops here, before it deletes or rewrites anything

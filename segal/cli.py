@@ -27,6 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from segal import __version__
 from segal.errors import UserError
 from segal.progress import Progress as ProgressReporter
 
@@ -106,6 +107,24 @@ def results_table(title: str, rows) -> Table:
     return table
 
 
+MAX_CYCLE_COLUMNS = 8  # the per-class table shows the last cycles only, so it fits a terminal
+
+
+def per_class_table(title: str, rows) -> Table | None:
+    """Per-class IoU (%), one row per class and one column per cycle; ``None`` without per-class scores."""
+    rows = [r for r in rows if r.per_class][-MAX_CYCLE_COLUMNS:]
+    if not rows:
+        return None
+    table = Table(title=title)
+    table.add_column("class")
+    for r in rows:
+        table.add_column(f"cycle {r.cycle}\n{r.labeled} labeled", justify="right")
+    for name in dict.fromkeys(n for r in rows for n in r.per_class):
+        values = [r.per_class.get(name) for r in rows]
+        table.add_row(escape(name), *("–" if v is None or v != v else f"{100 * v:.1f}" for v in values))
+    return table
+
+
 def add_set_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any recipe key, e.g. --set active.initial=0.05 --set active.strategy_params.steps=100 "
@@ -115,12 +134,14 @@ def add_set_option(p: argparse.ArgumentParser) -> None:
 def add_recipe_overrides(p: argparse.ArgumentParser) -> None:
     """Options shared by `acquire` and `sweep` that override recipe keys."""
     add_set_option(p)
-    p.add_argument("--data-root", help="dataset root (overrides data.root)")
+    p.add_argument("--data-root", help="dataset root, relative to the current folder (overrides data.root, which "
+                                       "a recipe gives relative to its own folder)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--cycles", type=int, help="number of acquisitions (overrides active.final)")
     p.add_argument("--oracle", choices=["simulated", "human"])
     p.add_argument("--epochs", type=int)
-    p.add_argument("--steps", type=int, help="optimiser steps per cycle instead of epochs")
+    p.add_argument("--steps", type=int, help="the task network's optimiser steps per cycle instead of epochs "
+                                              "(VAAL's own: --set active.strategy_params.steps=N)")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"))
     p.add_argument("--threads", type=int, help="intra-op threads (default: the usable cores, capped by OMP_NUM_THREADS)")
     p.add_argument("--quiet", action="store_true")
@@ -150,23 +171,31 @@ def cmd_acquire(args: argparse.Namespace) -> int:
     from segal.device import resolve_device
     from segal.distributed import init_from_env, is_main
     from segal.loop import ActiveLoop
-    from segal.runs import start_run
+    from segal.runs import acquire_target, start_run
+    from segal.strategies import check_strategy_params
 
+    recipe_path, run_dir = acquire_target(args.recipe)  # a run directory continues with its own recipe
     overrides = {
-        **recipe_overrides(args), "output_dir": args.output_dir, "seed": args.seed, "active.strategy": args.strategy,
+        **recipe_overrides(args), "output_dir": args.output_dir or (run_dir and str(run_dir)), "seed": args.seed,
+        "active.strategy": args.strategy,
+        "log.tensorboard": True if args.tensorboard else None,
     }
     if args.ceiling:
         from segal.config import CEILING_OVERRIDES
 
         overrides.update(CEILING_OVERRIDES)
     warnings: list[str] = []
-    recipe = load_recipe(args.recipe, overrides, parse_set(args.set), warnings)
+    sets = parse_set(args.set)
+    # a run's recipe.yaml keeps data.root absolute; a relative one there is from an older segal: the cwd's
+    recipe = load_recipe(recipe_path, overrides, sets, warnings, root_base=Path.cwd() if run_dir else None)
+    check_strategy_params(recipe.active.strategy, recipe.active.strategy_params, str(recipe_path), sets)
+    warnings += _steps_note(args, recipe)
     for warning in warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if args.ceiling and args.output_dir is None:  # never into the recipe's own run directory
         recipe.output_dir = str(recipe.run_dir.with_name(recipe.run_dir.name + "-ceiling"))
     distributed = init_from_env(resolve_device(recipe.device))  # under torchrun: join the group
-    run = start_run(recipe, args.recipe)
+    run = start_run(recipe, str(recipe_path))
     progress = RichProgress(console, quiet=args.quiet or not is_main())
     try:
         loop = ActiveLoop(run, progress)
@@ -184,6 +213,20 @@ def cmd_acquire(args: argparse.Namespace) -> int:
     return 0
 
 
+def _steps_note(args: argparse.Namespace, recipe) -> list[str]:
+    """``--steps`` sizes the task network only: say so when the strategy trains networks of its own (VAAL)."""
+    import dataclasses
+
+    from segal.strategies import STRATEGIES
+
+    strategy = recipe.active.strategy
+    taken = {f.name for f in dataclasses.fields(STRATEGIES.get(strategy).Params)}
+    if args.steps is None or "steps" not in taken or recipe.active.strategy_params.get("steps") is not None:
+        return []
+    return [f"--steps sizes the task network only; {strategy} trains its own networks for "
+            "active.strategy_params.epochs — size them with --set active.strategy_params.steps=N"]
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from segal.config import parse_set
     from segal.evaluate import evaluate_run
@@ -198,6 +241,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     out.print(results_table(f"re-evaluated {args.run_dir}", rows))
+    classes = per_class_table("per-class IoU (%)", rows)
+    if classes is not None:
+        out.print(classes)
     return 0
 
 
@@ -213,7 +259,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from segal.human import import_labels
 
     count = import_labels(Path(args.run_dir), Path(args.path))
-    out.print(f"imported {count} masks; run `segal acquire` with the same recipe to continue")
+    out.print(f"imported {count} masks; run `segal acquire {args.run_dir}` to continue")
     return 0
 
 
@@ -257,6 +303,40 @@ def cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from segal.serve import Backend, write_tasks
+
+    if args.write_tasks:
+        path, count = write_tasks(Path(args.run_dir), Path(args.write_tasks))
+        out.print(f"wrote {count} tasks to {path}: import it into the Label Studio project (see the README)")
+        return 0
+    try:
+        from segal.serve.app import TOKEN_ENV, serve_forever
+    except ImportError:
+        raise UserError("segal serve needs Flask", fix="pip install 'segal-vaal[serve]'") from None
+    token = args.token or os.environ.get(TOKEN_ENV)
+    if not token:
+        raise UserError("segal serve needs a token, which Label Studio sends with every request",
+                        fix=f"pass --token TOKEN or set {TOKEN_ENV}")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]warning:[/] serving on {escape(args.host)}, not loopback: anyone who can reach it "
+                      "and has the token can read predictions and change the run's labels", soft_wrap=True)
+    progress = RichProgress(console)
+    backend = Backend(Path(args.run_dir), retrain_every=args.retrain_every, progress=progress,
+                      say=lambda message: console.log(escape(message)))
+    try:
+        backend.start()
+        console.log(f"serving {escape(args.run_dir)} ({backend.version}) on http://{args.host}:{args.port}; "
+                    f"retraining after every {backend.step} new labels")
+        serve_forever(backend, token, args.host, args.port)
+    finally:
+        backend.close(wait=False)  # a retraining in progress resumes on the next start
+        progress.close()
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from segal.data import DATASETS
     from segal.models import MODELS
@@ -270,16 +350,22 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segal", description="Active learning for semantic segmentation: VAAL and baselines.")
+    parser.add_argument("--version", action="version", version=f"segal {__version__}")  # segal-vaal's, from pip
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("acquire", help="run (or resume) the active-learning loop of a recipe")
-    p.add_argument("recipe", help="recipe YAML, e.g. recipes/demo.yaml")
+    p.add_argument("recipe", help="recipe YAML, e.g. recipes/demo.yaml, or a run directory to continue it "
+                                  "with its own recipe (e.g. after `segal import`)")
     p.add_argument("--output-dir", help="run directory (default runs/<name>)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--strategy", help="acquisition strategy (see `segal strategies`)")
+    p.add_argument("--strategy", help="acquisition strategy (see `segal strategies`); another than the recipe's "
+                                      "drops the recipe's active.strategy_params (a warning names them): set the "
+                                      "new one's with --set active.strategy_params.KEY=VALUE")
     p.add_argument("--ceiling", action="store_true",
                    help="train once on the whole pool (100%% labeled, no acquisition): the reference line of "
                         "`segal report`; writes to --output-dir or runs/<name>-ceiling")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="write TensorBoard event files to RUN_DIR/tensorboard (sets log.tensorboard: true)")
     add_recipe_overrides(p)
     p.set_defaults(func=cmd_acquire)
 
@@ -331,6 +417,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: <common parent of the runs>/report)")
     p.add_argument("--target", type=float, default=0.95, help="report the budget reaching this share of the best final score")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("serve", help="serve a human-oracle run as a Label Studio ML backend (predict, webhook, retrain)")
+    p.add_argument("run_dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=9090)
+    p.add_argument("--token", help="the token Label Studio must send (default: $SEGAL_SERVE_TOKEN)")
+    p.add_argument("--retrain-every", type=int, help="retrain after this many new labels (default: serve.retrain_every, "
+                                                     "else active.budget)")
+    p.add_argument("--write-tasks", metavar="DIR", help="write Label Studio tasks for every unlabeled image to DIR and exit")
+    p.set_defaults(func=cmd_serve)
 
     for name in ("strategies", "datasets", "models"):
         sub.add_parser(name, help=f"list registered {name}").set_defaults(func=cmd_list)

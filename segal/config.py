@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -62,6 +63,8 @@ class TrainConfig:
     augment: bool = True
     num_workers: int = 0
     reinit: bool = True  # as in the paper; false = warm start from the previous cycle's network (a deviation)
+    # A warm-started cycle fine-tunes: ceil(warm_epochs × labeled / batch_size) steps, no floor (null: as any cycle)
+    warm_epochs: int | None = None
     keep_checkpoints: bool = True  # false: keep only the latest cycle's task.pt (saves disk; `evaluate` sees one)
 
 
@@ -82,6 +85,20 @@ class ActiveConfig:
 
 
 @dataclass
+class ServeConfig:
+    """``segal serve`` (the Label Studio ML backend): when new annotations trigger a retraining."""
+
+    retrain_every: int | None = None  # new labels per retraining; null = the per-cycle budget (active.budget)
+
+
+@dataclass
+class LogConfig:
+    """What a run records for people besides its own files; never part of its results."""
+
+    tensorboard: bool = False  # TensorBoard event files in <run dir>/tensorboard (the `tensorboard` extra)
+
+
+@dataclass
 class Recipe:
     """A whole experiment."""
 
@@ -94,6 +111,8 @@ class Recipe:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     active: ActiveConfig = field(default_factory=ActiveConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -377,13 +396,42 @@ def apply_sets(data: dict[str, Any], sets: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+# The recipe keys that name files or folders (None and "imagenet" are no paths).
+RECIPE_PATHS = ("data.root", "model.weights")
+
+
+def resolve_recipe_path(value: str, key: str, base: Path, cwd_fallback: bool = False,
+                        warnings: list[str] | None = None) -> str:
+    """``value`` of path key ``key`` as an absolute path: ``~`` expanded, a relative one joined to ``base``.
+
+    A recipe's paths (``data.root``, ``model.weights``) are read from the recipe file's folder (as
+    docker-compose reads its paths), so that a recipe works from any current folder; a path typed on
+    the command line (``--data-root``, ``--set KEY``) from the current folder, as a shell user expects.
+    With ``cwd_fallback``, a recipe path that is missing there but present under the current folder
+    (how segal read it before) is used, with a warning.  The absolute result is what the run
+    directory's ``recipe.yaml`` keeps, so that copy resolves the same wherever it is read.
+    """
+    expanded = Path(value).expanduser()
+    resolved = Path(os.path.abspath(base / expanded))
+    if cwd_fallback and not expanded.is_absolute() and not resolved.exists() and expanded.exists():
+        legacy = Path(os.path.abspath(expanded))
+        if warnings is not None:
+            warnings.append(f"{key} {value!r} is not in the recipe's folder ({resolved} does not exist): using "
+                            f"{legacy}, relative to the current folder — write {key} relative to the recipe "
+                            "file, or absolute")
+        return str(legacy)
+    return str(resolved)
+
+
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None, sets: dict[str, Any] | None = None,
-                warnings: list[str] | None = None) -> Recipe:
+                warnings: list[str] | None = None, root_base: Path | None = None) -> Recipe:
     """Read, override and validate a recipe file.
 
     ``overrides`` are the CLI's own flags (``None`` = not given); ``sets`` are ``--set`` values, applied
     last.  Switching strategy drops the recipe's ``strategy_params`` (they belong to its own strategy);
-    what was dropped is appended to ``warnings`` for the CLI to show.
+    what was dropped is appended to ``warnings`` for the CLI to show.  A relative ``data.root`` is made
+    absolute, and so is a local ``model.weights`` (:func:`resolve_recipe_path`): from the file's, against
+    ``root_base`` (default: the file's folder); from the command line, against the current folder.
     """
     path = Path(path)
     data = read_yaml_file(path)
@@ -411,6 +459,14 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None, sets:
             node = node.setdefault(p, {})
         node[leaf] = value
     apply_sets(data, sets)
+    for key in RECIPE_PATHS:
+        parent, leaf = key.split(".")
+        section = data.get(parent)
+        if not isinstance(section, dict) or not isinstance(section.get(leaf), str) or section[leaf] == "imagenet":
+            continue
+        typed = key in overrides or key in sets or parent in sets
+        section[leaf] = resolve_recipe_path(section[leaf], key, Path.cwd() if typed else (root_base or path.parent),
+                                            cwd_fallback=not typed and root_base is None, warnings=warnings)
     recipe = from_dict(Recipe, data, str(path))
     validate(recipe, str(path))
     return recipe
@@ -457,6 +513,7 @@ def validate(recipe: Recipe, source: str) -> None:
         _at_least(getattr(t, key), 0, f"train.{key}", source, f"set 'train.{key}' to 1 or more", strict=True)
     _at_least(t.steps, 0, "train.steps", source, "set it to 1 or more, or null", strict=True)
     _at_least(t.min_steps, 0, "train.min_steps", source, "set it to 0 (no floor) or more")
+    _at_least(t.warm_epochs, 0, "train.warm_epochs", source, "set it to 1 or more, or null", strict=True)
     _at_least(t.lr, 0, "train.lr", source, "e.g. 0.001", strict=True)
     _at_least(t.weight_decay, 0, "train.weight_decay", source, "e.g. 0.0001, or 0 for none")
     if not 0 <= t.momentum < 1:
@@ -464,6 +521,7 @@ def validate(recipe: Recipe, source: str) -> None:
     _at_least(t.num_workers, 0, "train.num_workers", source, "set it to 0 or more")
     if d.image_size is not None and (len(d.image_size) != 2 or min(d.image_size) <= 0):
         raise UserError("key 'data.image_size' must be [height, width]", path=source, fix="e.g. [128, 160]")
+    _at_least(recipe.serve.retrain_every, 1, "serve.retrain_every", source, "set it to 1 or more, or null (= active.budget)")
 
 
 # `segal acquire --ceiling`: the same recipe trained once on the whole pool, no acquisition.  The

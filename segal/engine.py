@@ -7,6 +7,7 @@ would have produced.  Checkpoints hold tensors only and are loaded with ``weight
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from segal.device import Compute, autocast, grad_scaler
 from segal.errors import UserError
 from segal.metrics import ConfusionMatrix
 from segal.progress import Progress
+from segal.tracking import NullTracker, Tracker
 
 
 @dataclass
@@ -94,6 +96,15 @@ def planned_steps(cfg: TrainConfig, num_labeled: int) -> int:
     return max(cfg.min_steps, math.ceil(cfg.epochs * num_labeled / cfg.batch_size), 1)
 
 
+def cycle_schedule(cfg: TrainConfig, warm: bool) -> TrainConfig:
+    """The schedule of one cycle: a warm-started one (``train.reinit: false``, cycle > 0) starts from a
+    network that already fits most of its labels, so with ``train.warm_epochs`` it trains
+    ``ceil(warm_epochs × labeled / batch_size)`` steps without the from-scratch floor."""
+    if not warm or cfg.warm_epochs is None or cfg.steps:
+        return cfg
+    return dataclasses.replace(cfg, epochs=cfg.warm_epochs, min_steps=0)
+
+
 def train(
     model: nn.Module,
     dataset: Dataset,
@@ -105,9 +116,11 @@ def train(
     checkpoint: Path | None = None,
     progress: Progress | None = None,
     description: str = "training",
+    tracker: Tracker | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``indices`` of ``dataset``; resumable from ``checkpoint`` (epoch granularity)."""
-    progress = progress or Progress()
+    """Train ``model`` on ``indices`` of ``dataset``; resumable from ``checkpoint`` (epoch granularity).
+    ``tracker`` gets each step's loss and lr, flushed before each checkpoint (so a resume repeats none)."""
+    progress, tracker = progress or Progress(), tracker or NullTracker()
     device, amp = compute.device, compute.amp
     indices = np.asarray(indices, dtype=np.int64)
     world = dist.world()
@@ -133,8 +146,10 @@ def train(
     skipped = 0  # consecutive non-finite losses (only a float16 gradient scaler may produce and skip them)
     ignore = dataset.classes.ignore_index
     started = time.perf_counter()
-    bar = progress.track(range(start_epoch, epochs), total=epochs - start_epoch, description=description)
-    for epoch in bar:
+    # The bar counts optimiser steps, as the schedule and the "trained N steps" log line do.
+    bar = iter(progress.track(range(step, total_steps), total=total_steps - step, description=description))
+    next(bar, None)  # prime: each later next() marks one finished step
+    for epoch in range(start_epoch, epochs):
         torch.manual_seed(seed * 1000003 + epoch)
         epoch_indices = indices
         if world > 1:
@@ -163,12 +178,15 @@ def train(
             else:
                 skipped = 0
                 running.append(value)
+                tracker.scalar("train/loss", value, step + 1)
+                tracker.scalar("train/lr", optimizer.param_groups[0]["lr"], step + 1)
             labelled_steps += int(bool((targets != ignore).any()))
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             step += 1
+            next(bar, None)
             crash_point("train.step")
         if running:
             last_loss = float(np.mean(running))
@@ -176,6 +194,7 @@ def train(
             raise diverged(step, float("nan"))
         if labelled_steps == 0 and step > 0:  # a whole epoch without one labelled pixel: checked before saving
             raise all_void()
+        tracker.flush()
         if checkpoint is not None:
             save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                          "step": step, "epoch": epoch + 1, "loss": last_loss,
@@ -183,6 +202,9 @@ def train(
         progress.log("train_epoch", epoch=epoch, step=step, loss=last_loss)
         if step >= total_steps:
             break
+    close = getattr(bar, "close", None)
+    if close is not None:  # a generator (the CLI's bar): remove it now, not when it is garbage-collected
+        close()
     if step > 0 and not math.isfinite(last_loss):
         raise diverged(step, last_loss)
     return TrainResult(steps=step, final_loss=last_loss, seconds=time.perf_counter() - started)

@@ -57,6 +57,15 @@ def evaluate_run(run_dir: Path, progress: Progress | None = None, split: str | N
         run = Run(run.dir, recipe_from_dict(apply_sets(to_dict(run.recipe), sets), stored))
     if split:
         run.recipe.data.test_split = split
+    run.take_lock()  # a running `acquire` prunes checkpoints and writes metrics: one writer at a time
+    try:
+        return _evaluate_checkpoints(run, run_dir, progress, predictions)
+    finally:
+        run.close()
+
+
+def _evaluate_checkpoints(run: Run, run_dir: Path, progress: Progress | None,
+                          predictions: str | None) -> list[CycleResult]:
     dataset = run.test
     checkpoints = sorted(run.dir.glob("cycles/*/task.pt"), key=lambda p: int(p.parent.name))
     if not checkpoints:
@@ -75,7 +84,8 @@ def evaluate_run(run_dir: Path, progress: Progress | None = None, split: str | N
                        labeled=labeled, fraction=fraction)
         atomic_write_json(ckpt.parent / f"eval_{run.recipe.data.test_split}.json", metrics)
         name = "miou" if "miou" in metrics else "accuracy"
-        rows.append(CycleResult(cycle, labeled or 0, fraction or 0.0, name, metrics[name]))
+        rows.append(CycleResult(cycle, labeled or 0, fraction or 0.0, name, metrics[name],
+                                dict(metrics.get("per_class_iou") or {})))
         if predictions:
             write_predictions(run, cycle, dataset, Path(predictions) / str(cycle), progress)
     return rows

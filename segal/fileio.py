@@ -20,6 +20,16 @@ from segal.crashpoints import crash_point
 from segal.errors import UserError
 
 
+def _umask() -> int:
+    """The process umask (read by setting it: there is no getter; restored at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give: mkstemp's 0600 would hide reports and exports
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never a partial one.
 
@@ -33,6 +43,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)  # another user (a Label Studio server, a web server) may read it
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

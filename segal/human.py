@@ -17,8 +17,9 @@ import numpy as np
 
 from segal.crashpoints import crash_point
 from segal.errors import UserError
-from segal.fileio import atomic_write_bytes
+from segal.fileio import atomic_write_bytes, read_json
 from segal.runs import Run, open_run
+from segal.strategies import label_first
 
 
 def export_pending(run_dir: Path, fmt: str, out: Path) -> Path:
@@ -41,15 +42,30 @@ def _export(run: Run, fmt: str, out: Path) -> Path:
         raise UserError("export with predicted masks is for segmentation runs", path=run.dir,
                         fix="for classification, label the ids listed in the last queries.json")
     model = run.load_task_model(state.cycle)
+    scores = acquisition_scores(run, state.cycle)
     items = []
     for index, mask in predict_masks(model, pool, state.pending, compute=run.compute):
         items.append(ExportItem(id=pool.image_id(index), image=pool.load_image(index),
-                                image_path=pool.image_path(index), prediction=mask))
+                                image_path=pool.image_path(index), prediction=mask, score=scores.get(index)))
     lut = getattr(pool, "train_to_label_id", None)
     main = export_batch(fmt, out, items, pool.classes, task_name=f"{run.recipe.name}-cycle-{state.cycle}",
                         cityscapes_label_ids=lut)
     run.log("exported", format=fmt, out=str(out), count=len(items))
     return main
+
+
+def acquisition_scores(run: Run, cycle: int) -> dict[int, float]:
+    """Pool index → the score that chose it, from the cycle's queries.json (empty for a strategy without
+    scores, such as random), turned so that higher means "label first" (VAAL: P(unlabeled)), so an
+    annotation tool can order the tasks by it, descending, whatever the strategy."""
+    path = run.cycle_dir(cycle) / "queries.json"
+    queries = read_json(path, fix="re-run `segal acquire` to choose the batch again") if path.is_file() else {}
+    scores = queries.get("scores") if isinstance(queries, dict) else None
+    if not isinstance(scores, list):
+        return {}
+    strategy = run.recipe.active.strategy
+    return {int(i): label_first(strategy, float(s))
+            for i, s in zip(queries.get("indices") or [], scores, strict=False) if s is not None}
 
 
 def import_labels(run_dir: Path, path: Path) -> int:

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from segal import __version__
 from segal.checkpoint import apply_state_dict, load_checkpoint, save_checkpoint
 from segal.data.base import Dataset, require_labeled_pixels
-from segal.distributed import barrier
-from segal.engine import evaluate, train
+from segal.distributed import barrier, is_main
+from segal.engine import cycle_schedule, evaluate, predict_masks, train
 from segal.errors import UserError
 from segal.fileio import atomic_write_json, read_json
 from segal.oracle import OracleView
@@ -28,6 +29,7 @@ from segal.progress import Progress
 from segal.runs import Run
 from segal.strategies import make_strategy
 from segal.strategies.context import build_context
+from segal.tracking import QUERY_IMAGES, log_acquisition, log_evaluation, open_tracker, query_panel
 
 WARN_AUROC = 0.05
 
@@ -39,6 +41,7 @@ class CycleResult:
     fraction: float
     metric_name: str
     metric: float
+    per_class: dict[str, float | None] = field(default_factory=dict)  # IoU by class name (segmentation)
 
 
 def _seed(*parts: int) -> int:
@@ -88,6 +91,8 @@ class ActiveLoop:
         self.run = run
         self.progress = progress or Progress()
         self.max_cycles = max_cycles
+        self.tracking = run.recipe.log.tensorboard and is_main()  # TensorBoard events (segal.tracking)
+        self.tracker = open_tracker(run.dir, self.tracking)
         a = run.recipe.active
         self.strategy = make_strategy(a.strategy, a.strategy_params, str(run.dir / "recipe.yaml"))
         self.model: nn.Module | None = None  # this cycle's trained network, once trained or reloaded
@@ -135,15 +140,18 @@ class ActiveLoop:
         if final.exists():
             apply_state_dict(model, load_checkpoint(final), final)
             return model.to(run.device), None
-        if not cfg.reinit and cycle > 0 and (run.cycle_dir(cycle - 1) / "task.pt").exists():
+        warm = not cfg.reinit and cycle > 0 and (run.cycle_dir(cycle - 1) / "task.pt").exists()
+        if warm:
             previous = run.cycle_dir(cycle - 1) / "task.pt"
             apply_state_dict(model, load_checkpoint(previous), previous)
+            cfg = cycle_schedule(cfg, warm=True)
         view = self.oracle_view(state)
         require_labeled_pixels(view, state.labeled_indices())  # all-void masks would train to a NaN loss
         result = train(
             model, self.training_view(view), state.labeled_indices(), cfg, compute=run.compute, seed=_seed(run.recipe.seed, cycle, 11),
             checkpoint=cdir / "train_state.pt", progress=self.progress,
             description=f"cycle {cycle}: training on {state.num_labeled} images",
+            tracker=self.tracker.sub(f"train/cycle_{cycle}"),
         )
         save_checkpoint(final, model.state_dict())
         (cdir / "train_state.pt").unlink(missing_ok=True)
@@ -175,6 +183,7 @@ class ActiveLoop:
                 state.budgets = new_budgets if len(new_budgets) > state.cycle else state.budgets
                 run.save_state(state)
             self._event("resume", cycle=state.cycle, stage=state.stage)
+            self._replay_tracking(state)
         else:
             state = run.new_state()
             state.add_labeled(initial_selection(run, state, self.progress), cycle=0)
@@ -192,6 +201,7 @@ class ActiveLoop:
                 cycles_done += 1
                 if self.max_cycles is not None and cycles_done >= self.max_cycles:
                     break
+        self.tracker.close()
         return self.results()
 
     def step(self, state: PoolState) -> None:
@@ -236,10 +246,12 @@ class ActiveLoop:
             metrics.update(cycle=cycle, labeled=state.num_labeled, pool=state.size,
                            fraction=state.num_labeled / state.size, strategy=run.recipe.active.strategy,
                            seed=run.recipe.seed, eval_seconds=round(time.perf_counter() - t0, 2),
-                           train_seconds=train_info.get("seconds"), test_size=len(run.test))
+                           train_seconds=train_info.get("seconds"), test_size=len(run.test),
+                           segal_version=__version__)
             atomic_write_json(metrics_path, metrics)
             self._event("evaluated", cycle=cycle, labeled=state.num_labeled,
                         **{k: metrics[k] for k in ("miou", "accuracy") if k in metrics})
+        self._track_evaluation(cycle)
         state.stage = "done" if cycle >= state.last_cycle else "acquire"
         run.save_state(state)
 
@@ -247,6 +259,7 @@ class ActiveLoop:
         queries_path = cdir / "queries.json"
         if not queries_path.exists():
             self._acquire(state, cycle, queries_path)
+        self._track_acquisition(cycle)
         state.stage = "label"
         self.run.save_state(state)
 
@@ -308,6 +321,38 @@ class ActiveLoop:
 
     def results(self) -> list[CycleResult]:
         return collect_results(self.run)
+
+    # ------------------------------------------------------------------ tracking (segal.tracking)
+    def _replay_tracking(self, state: PoolState) -> None:
+        """A resumed session's first events purge the resumed cycle's (segal.tracking): log again
+        what that cycle's finished stages wrote before the kill."""
+        if state.stage in ("acquire", "label", "await_labels", "done"):
+            self._track_evaluation(state.cycle)
+        if state.stage in ("label", "await_labels"):
+            self._track_acquisition(state.cycle)
+
+    def _track_evaluation(self, cycle: int) -> None:
+        cdir = self.run.cycle_dir(cycle)
+        if self.tracking and (cdir / "metrics.json").exists():
+            train_info = read_json(cdir / "train.json") if (cdir / "train.json").exists() else {}
+            log_evaluation(self.tracker.sub("cycles"), cycle, read_json(cdir / "metrics.json"), train_info)
+
+    def _track_acquisition(self, cycle: int) -> None:
+        cdir, pool = self.run.cycle_dir(cycle), self.run.pool
+        if not self.tracking or not (cdir / "queries.json").exists():
+            return
+        queries = read_json(cdir / "queries.json")
+        shown = queries["indices"][:QUERY_IMAGES]
+        masks: dict[int, np.ndarray] = {}
+        model = self.model
+        if pool.task == "segmentation":
+            with torch.random.fork_rng():  # loading a network reseeds torch (CPU and CUDA): keep the run's streams
+                if model is None and (cdir / "task.pt").exists():
+                    model = self.run.load_task_model(cycle)
+                if model is not None:
+                    masks = dict(predict_masks(model, pool, shown, compute=self.run.compute))
+        panels = [query_panel(pool.load_image(i), masks.get(i), pool.classes.colors) for i in shown]
+        log_acquisition(self.tracker.sub("cycles"), cycle, queries, pool.classes.names, panels)
 
 
 def collapse_warning(cycle: int, diagnostics: dict) -> str | None:

@@ -9,6 +9,7 @@ second) and run once on an empty batch of the size it will see.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -34,6 +35,16 @@ def input_multiple(model: torch.nn.Module) -> int | None:
     return int(multiple) if multiple else None
 
 
+def check_weights_file(builder, num_classes: int, recipe: Recipe) -> None:
+    """A local ``model.weights`` file exists, reads as a state dict and fits the network: the builder
+    loads it into a ``meta`` copy (names and shapes are compared, nothing is copied).  Its errors name
+    the weights file, which is what the user fixes."""
+    m = recipe.model
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter", category=UserWarning)
+        builder(num_classes, encoder=m.encoder, weights=m.weights, **m.options)
+
+
 def check_model(recipe: Recipe, num_classes: int, image_size: Sequence[int] | None, source: str) -> None:
     """Build the recipe's network on the meta device and pass it one empty batch of ``image_size``
     (the recipe's, or the images' own when it has none); every failure is a :class:`UserError`."""
@@ -42,13 +53,15 @@ def check_model(recipe: Recipe, num_classes: int, image_size: Sequence[int] | No
     what = f"model {m.name!r}" + (f" (encoder {m.encoder!r})" if recipe.task == "segmentation" else "")
     try:
         with torch.device("meta"):
-            # weights=None: a local weights file is checked when the real network is built; "imagenet" downloads
+            # weights=None here: a local file is checked by check_weights_file below; "imagenet" downloads
             model = builder(num_classes, encoder=m.encoder, weights=None, **m.options)
     except TypeError as exc:
         raise UserError(f"bad model.options for {what}: {exc}", path=source,
                         fix="remove the options the model does not take") from None
     except UserError as exc:  # the builder's own message (unknown encoder, option), named after the recipe
         raise UserError(str(exc), path=source) from None
+    if m.weights not in (None, "imagenet"):
+        check_weights_file(builder, num_classes, recipe)
     if image_size is None or recipe.task != "segmentation":
         return
     size = [int(s) for s in image_size]

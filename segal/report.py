@@ -33,6 +33,19 @@ def _cell(point: dict[str, Any] | None) -> str:
     return text if point["n"] > 1 else f"{100 * point['mean']:.2f}"
 
 
+def _count(n: float) -> str:
+    return str(int(n)) if float(n).is_integer() else f"{n:.1f}"
+
+
+def budget(summary: dict[str, Any], fraction: float | None) -> str:
+    """A budget as a person reads it: the labeled count beside its share of the pool, "37 (10.1%)"."""
+    if fraction is None:
+        return "–"
+    labeled = next((b["labeled"] for b in summary.get("budgets", []) if b["fraction"] == fraction), None)
+    share = f"{100 * fraction:.1f}%"
+    return share if labeled is None else f"{_count(labeled)} ({share})"
+
+
 def _metric_label(summary: dict[str, Any]) -> str:
     return "mIoU" if summary["metric"] == "miou" else "accuracy"
 
@@ -45,10 +58,10 @@ def _title(summary: dict[str, Any]) -> str:
 def results_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The main table: one row per budget, one column per strategy (mean ± std in %)."""
     labels = list(summary["strategies"])
-    header = ["labeled %"] + labels
+    header = ["labeled (% of pool)"] + labels
     rows = []
     for f in summary["fractions"]:
-        row = [f"{100 * f:.2f}"]
+        row = [budget(summary, f)]
         for label in labels:
             point = next((p for p in summary["strategies"][label]["curve"] if p["fraction"] == f), None)
             row.append(_cell(point))
@@ -66,18 +79,18 @@ def _gain(stat: dict[str, Any] | None) -> str:
     return f"{100 * stat['mean']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]{' *' if stat['real'] else ''}"
 
 
-def _never(fraction: float | None) -> str:
-    return "never" if fraction is None else f"{100 * fraction:.2f}"
+def _never(summary: dict[str, Any], fraction: float | None) -> str:
+    return "never" if fraction is None else budget(summary, fraction)
 
 
 def overview_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     target_pct = f"{100 * summary['target']:.0f}%"
     ceiling = summary.get("ceiling")
     header = ["strategy", "seeds", f"final {_metric_label(summary)}", "AUC",
-              f"labeled % to reach {target_pct} of best", "gain over random at final",
+              f"labeled to reach {target_pct} of best", "gain over random at final",
               "paired gain at final [95% CI]", "paired AUC gain [95% CI]"]
     if ceiling:
-        header += ["% of ceiling", "labeled % to 90% of ceiling", "labeled % to 95% of ceiling"]
+        header += ["% of ceiling", "labeled to 90% of ceiling", "labeled to 95% of ceiling"]
     rows = []
     for label, s in summary["strategies"].items():
         gain = s["gain_over_random"][-1]["gain"] if s["gain_over_random"] else None
@@ -86,13 +99,13 @@ def overview_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         row = [
             label, str(len(s["seeds"])), _cell(s["final"]),
             f"{100 * s['auc']:.2f} ± {100 * s['auc_std']:.2f}" if len(s["seeds"]) > 1 else f"{100 * s['auc']:.2f}",
-            _never(s["fraction_to_target"]),
+            _never(summary, s["fraction_to_target"]),
             "–" if gain is None else f"{100 * gain:+.2f}",
             _gain(final_gain), _gain(paired.get("auc")),
         ]
         if ceiling:
             reach = s["fraction_to_ceiling"]
-            row += [f"{100 * s['of_ceiling']:.1f}", _never(reach["0.9"]), _never(reach["0.95"])]
+            row += [f"{100 * s['of_ceiling']:.1f}", _never(summary, reach["0.9"]), _never(summary, reach["0.95"])]
         rows.append(row)
     return header, rows
 
@@ -107,9 +120,9 @@ def paired_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]] | 
     for f in fractions:
         cells = [_gain(next((g for g in summary["strategies"][label]["paired"]["per_budget"] if g["fraction"] == f),
                             None)) for label in labels]
-        rows.append([f"{100 * f:.2f}", *cells])
+        rows.append([budget(summary, f), *cells])
     rows.append(["AUC", *(_gain(summary["strategies"][label]["paired"]["auc"]) for label in labels)])
-    return ["labeled %", *labels], rows
+    return ["labeled (% of pool)", *labels], rows
 
 
 def ceiling_line(summary: dict[str, Any]) -> str | None:
@@ -124,6 +137,26 @@ def ceiling_line(summary: dict[str, Any]) -> str | None:
 PAIRED_NOTE = ("paired gain = strategy − random with the same seed (same initial labeled set and initialisation), "
                "in points; mean over seeds [two-sided 95% Student t-interval]; * = the interval excludes 0, "
                "so the difference is real at that level.")
+
+
+def settings_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The runs' recipe keys, one row per recipe section ("train: steps 10 · lr 0.001 · …"): one value
+    when all runs agree, else the values per strategy in brackets."""
+    sections: dict[str, list[str]] = {}
+    for item in summary.get("settings", []):
+        section, _, key = item["key"].rpartition(".") if "." in item["key"] else ("run", "", item["key"])
+        values = item["values"]
+        text = values["all"] if "all" in values else "[" + "; ".join(
+            f"{label}: {' / '.join(v)}" for label, v in values.items()) + "]"
+        sections.setdefault(section, []).append(f"{key} {text}")
+    return ["section", "settings"], [[section, " · ".join(items)] for section, items in sections.items()]
+
+
+def version_line(summary: dict[str, Any]) -> str:
+    versions = summary.get("segal_versions") or []
+    if not versions:
+        return "segal version: not recorded (these runs predate it)"
+    return f"segal {', '.join(versions)}" + (" (runs of different versions)" if len(versions) > 1 else "")
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -146,11 +179,12 @@ def write_csv(summary: dict[str, Any], path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def plot_curves(summary: dict[str, Any]) -> bytes:
-    """The learning curves as PNG bytes (Agg, no display needed)."""
+def curves_figure(summary: dict[str, Any]):
+    """The learning curves (a matplotlib ``Figure``, Agg, no display needed), the legend right of the
+    axes: inside them it covered the last budgets, where the strategies differ most."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.5, 4.8), dpi=120)
+    fig = Figure(figsize=(8.8, 4.8), dpi=120, layout="constrained")
     ax = fig.add_subplot()
     for label, s in summary["strategies"].items():
         x = np.array([100 * p["fraction"] for p in s["curve"]])
@@ -167,11 +201,33 @@ def plot_curves(summary: dict[str, Any]) -> bytes:
         if c["std"] > 0:
             ax.axhspan(100 * (c["mean"] - c["std"]), 100 * (c["mean"] + c["std"]), color="black", alpha=0.08, linewidth=0)
     ax.set_xlabel("labeled images (% of pool)")
+    pool = _pool_size(summary)
+    if pool:  # the counts on top, as the tables give them beside the %
+        def to_count(pct: Any) -> np.ndarray:
+            return np.asarray(pct, dtype=np.float64) * pool / 100
+
+        def to_pct(count: Any) -> np.ndarray:
+            return 100 * np.asarray(count, dtype=np.float64) / pool
+
+        ax.secondary_xaxis("top", functions=(to_count, to_pct)).set_xlabel("labeled images")
     ax.set_ylabel(f"{_metric_label(summary)} (%)")
     ax.set_title(_title(summary))
     ax.grid(True, alpha=0.35)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper")
+    return fig
+
+
+def _pool_size(summary: dict[str, Any]) -> float | None:
+    """The pool size every budget implies (labeled ÷ fraction), or ``None`` when the runs' pools differ."""
+    sizes = [b["labeled"] / b["fraction"] for b in summary.get("budgets", []) if b["labeled"] and b["fraction"]]
+    if not sizes or max(sizes) - min(sizes) > 1.0:
+        return None
+    return float(np.mean(sizes))
+
+
+def plot_curves(summary: dict[str, Any]) -> bytes:
+    """The learning curves as PNG bytes."""
+    fig = curves_figure(summary)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -190,9 +246,20 @@ def _per_class_tables(summary: dict[str, Any]) -> str:
         classes = list(s["per_class"][0]["classes"]) if s["per_class"] else []
         if not classes:
             continue
-        rows = [[f"{100 * pc['fraction']:.2f}"] + [_pct(pc["classes"].get(c), 1) for c in classes] for pc in s["per_class"]]
-        parts.append(f"<h3>{html.escape(label)}</h3>" + _html_table(["labeled %"] + classes, rows))
-    return "".join(parts) or "<p>no per-class scores in these runs</p>"
+        rows = [[budget(summary, pc["fraction"])] + [_class_cell(pc, c) for c in classes] for pc in s["per_class"]]
+        parts.append(f"<h3>{html.escape(label)}</h3>" + _html_table(["labeled (% of pool)"] + classes, rows))
+    if not parts:
+        return "<p>no per-class scores in these runs</p>"
+    return ("<p class=\"note\">mean ± sample std over the seeds that scored the class (no ± with one seed); "
+            "– = the class is absent from the test images.</p>" + "".join(parts))
+
+
+def _class_cell(per_class: dict[str, Any], name: str) -> str:
+    mean = per_class["classes"].get(name)
+    if mean is None:
+        return "–"
+    std, n = (per_class.get("std") or {}).get(name), (per_class.get("n") or {}).get(name, 1)
+    return f"{100 * mean:.1f} ± {100 * std:.1f}" if n > 1 and std is not None else f"{100 * mean:.1f}"
 
 
 def _diagnostics_tables(summary: dict[str, Any]) -> str:
@@ -204,15 +271,34 @@ def _diagnostics_tables(summary: dict[str, Any]) -> str:
         for d in s["diagnostics"]:
             hist = d["class_histogram"] or {}
             top = ", ".join(f"{n} {100 * v:.1f}%" for n, v in sorted(hist.items(), key=lambda kv: -kv[1]))
-            auroc = "–" if d["auroc"] is None else f"{d['auroc']:.3f}"
-            if d.get("auroc_ci"):
-                auroc += " (" + "; ".join(f"[{lo:.2f}, {hi:.2f}]" for lo, hi in d["auroc_ci"]) + ")"
-            rows.append([str(d["cycle"]), _pct(d["fraction"]), auroc,
+            rows.append([str(d["cycle"]), budget(summary, d["fraction"]), *_auroc_cells(d),
                          "–" if d["seconds"] is None else f"{d['seconds']:.1f}", top or "–"])
-        parts.append(f"<h3>{html.escape(label)}</h3>" + _html_table(
-            ["cycle", "labeled % when acquiring", "discriminator AUROC (95% interval per seed)", "seconds",
-             "acquired classes (share)"], rows))
-    return "".join(parts) or "<p>no acquisitions yet</p>"
+        header = ["cycle", "labeled when acquiring", "discriminator AUROC", "AUROC 95% interval",
+                  "each seed's 95% interval", "seconds", "acquired classes (share)"]
+        if all(d["auroc"] is None for d in s["diagnostics"]):  # not VAAL: no AUROC columns of dashes
+            header, rows = header[:2] + header[5:], [r[:2] + r[5:] for r in rows]
+        parts.append(f"<h3>{html.escape(label)}</h3><div class=\"diag\">{_html_table(header, rows)}</div>")
+    if not parts:
+        return "<p>no acquisitions yet</p>"
+    return "".join(parts) + f"<p class=\"note\">{html.escape(AUROC_NOTE)}</p>"
+
+
+AUROC_NOTE = ("discriminator AUROC (VAAL: labeled vs unlabeled images it did not train on; 0.5 = it cannot tell them "
+              "apart): mean ± sample std over seeds (n = seeds); 95% interval: Student t over the seeds' AUROCs "
+              "with two or more seeds, else the seed's own Hanley–McNeil interval.")
+
+
+def _auroc_cells(d: dict[str, Any]) -> list[str]:
+    """The AUROC as mean ± std (n seeds); its 95% interval (over seeds, else the one seed's own); and
+    each seed's own interval."""
+    if d["auroc"] is None:
+        return ["–", "–", "–"]
+    n = d.get("auroc_n") or 1
+    value = f"{d['auroc']:.3f} ± {d['auroc_std']:.3f} (n = {n})" if n > 1 and d.get("auroc_std") is not None \
+        else f"{d['auroc']:.3f} (n = 1)"
+    interval = d.get("auroc_seeds_ci") or (d["auroc_ci"][0] if d.get("auroc_ci") and n == 1 else None)
+    seeds = "; ".join(f"[{lo:.2f}, {hi:.2f}]" for lo, hi in d.get("auroc_ci") or [])
+    return [value, "–" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]", seeds or "–"]
 
 
 def _group_tables(summary: dict[str, Any]) -> str:
@@ -222,9 +308,9 @@ def _group_tables(summary: dict[str, Any]) -> str:
         if not rows_in:
             continue
         groups = sorted({g for d in rows_in for g in d["group_share"]})
-        rows = [[str(d["cycle"]), _pct(d["fraction"])] + [_pct(d["group_share"].get(g, 0.0), 1) for g in groups]
+        rows = [[str(d["cycle"]), budget(summary, d["fraction"])] + [_pct(d["group_share"].get(g, 0.0), 1) for g in groups]
                 for d in rows_in]
-        parts.append(f"<h3>{html.escape(label)}</h3>" + _html_table(["cycle", "labeled % when acquiring", *groups], rows))
+        parts.append(f"<h3>{html.escape(label)}</h3>" + _html_table(["cycle", "labeled when acquiring", *groups], rows))
     if not parts:
         return ""
     return ("<h2>Acquired images by sequence (% of each acquisition)</h2>"
@@ -233,8 +319,9 @@ def _group_tables(summary: dict[str, Any]) -> str:
 
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+#settings td,#settings th,.diag td:last-child,.diag th:last-child{text-align:left;white-space:normal}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
+th{background:#f3f3f3}td:not(:last-child){white-space:nowrap}td:first-child,th:first-child{text-align:left}img{max-width:100%}
 .note{color:#666;font-size:0.9em}"""
 
 # Records the decoded image size on the <img> so a headless browser's DOM dump shows it rendered.
@@ -260,6 +347,8 @@ def render_html(summary: dict[str, Any], png: bytes) -> str:
     return (
         f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>segal report: {title}</title>"
         f"<style>{_CSS}</style></head><body><h1>{title}</h1>"
+        f"<p id=\"version\" class=\"note\">{html.escape(version_line(summary))} · "
+        f"{sum(len(s['runs']) for s in summary['strategies'].values())} runs</p>"
         f"<img id=\"curves\" alt=\"learning curves\" src=\"{uri}\">"
         f"<h2>{html.escape(_metric_label(summary))} (%) by labeled budget</h2>"
         + _html_table(*results_rows(summary), table_id="results")
@@ -267,6 +356,8 @@ def render_html(summary: dict[str, Any], png: bytes) -> str:
         + f"<p class=\"note\">{html.escape(note)}</p>" + paired_html + warnings_html
         + f"<h2>Per-class {'IoU' if summary['metric'] == 'miou' else 'accuracy'} (%)</h2>" + _per_class_tables(summary)
         + "<h2>Acquisition diagnostics</h2>" + _diagnostics_tables(summary) + _group_tables(summary)
+        + "<h2>Settings</h2><p class=\"note\">from the runs' recipe.yaml (seeds and folders: see Runs)</p>"
+        + _html_table(*settings_rows(summary), table_id="settings")
         + f"<h2>Runs</h2><ul>{runs}</ul><script>{_SCRIPT}</script></body></html>"
     )
 
@@ -317,6 +408,7 @@ def report(run_dirs: list[Path], out: Path | None = None, console=None, target: 
         md += "\nPaired gain over random (points)\n\n" + _markdown(*paired) + f"\n{PAIRED_NOTE}\n"
     if summary.get("warnings"):
         md += "\n" + "".join(f"- warning: {w}\n" for w in summary["warnings"])
+    md += f"\n{version_line(summary)}\n"
     atomic_write_bytes(out / "table.md", md.encode())
     write_csv(summary, out / "table.csv")
     atomic_write_json(out / "summary.json", summary)

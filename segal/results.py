@@ -27,6 +27,11 @@ Statistics (every number is also in ``summary.json``, metrics as fractions in [0
   checked (no state.json) is kept with a warning.
 - acquisitions by group: per cycle, the share of the acquired images in each recording sequence or
   group (CamVid sequence, Cityscapes city), the mean over seeds.
+- per-class scores: mean ± sample std over the seeds that scored the class (absent classes skipped).
+- discriminator AUROC (VAAL) per cycle: mean ± sample std over seeds, and a 95% Student t-interval
+  over them (clipped to [0, 1]) with two or more seeds; each seed's own interval is kept too.
+- budgets: each labeled fraction with its mean labeled count; settings: the recipe keys with their
+  value (one when all runs agree, else per strategy); ``segal_versions``: from each metrics.json.
 - ceiling: a run whose cycle 0 is trained on the whole pool (``segal acquire --ceiling``) is not a
   strategy; its mean over seeds is the ceiling.  Each strategy's final mean is given as a fraction
   of it, and the smallest labeled fraction whose mean reaches 90% and 95% of it (``None`` if never).
@@ -263,8 +268,8 @@ def summarize(runs: list[RunData], target: float = 0.95) -> dict[str, Any]:
                 "train_seconds": float(np.mean(seconds)) if seconds else None,
             })
         classes = list(dict.fromkeys(name for r in members for m in r.metrics for name in _per_class(m)))
-        per_class = [{"fraction": f, "classes": {c: _mean_or_none([_per_class(m).get(c) for _, m in by_fraction[f]])
-                                                 for c in classes}} for f in sorted(by_fraction)]
+        per_class = [{"fraction": f, **_class_stats([_per_class(m) for _, m in by_fraction[f]], classes)}
+                     for f in sorted(by_fraction)]
         strategies[label] = {
             "strategy": members[0].strategy, "mode": members[0].mode,
             "runs": [str(r.dir) for r in members], "seeds": sorted({r.seed for r in members if r.seed is not None}),
@@ -306,6 +311,11 @@ def summarize(runs: list[RunData], target: float = 0.95) -> dict[str, Any]:
             str(share): next((p["fraction"] for p in s["curve"] if p["mean"] >= share * ceiling["mean"]), None)
             for share in CEILING_SHARES}
 
+    budgets = []
+    for f in sorted({p["fraction"] for s in strategies.values() for p in s["curve"]}):
+        counts = [p["labeled"] for s in strategies.values() for p in s["curve"]
+                  if p["fraction"] == f and p["labeled"] is not None]
+        budgets.append({"fraction": f, "labeled": float(np.mean(counts)) if counts else None})
     datasets = sorted({str(get_dotted(r.recipe, "data.dataset")) for r in runs})
     models = sorted({_model_name(r.recipe) for r in runs})
     return {
@@ -313,12 +323,69 @@ def summarize(runs: list[RunData], target: float = 0.95) -> dict[str, Any]:
         "best_final": {"strategy": best_label, "mean": finals[best_label]},
         "dataset": ", ".join(datasets), "model": ", ".join(models),
         "seeds": max(len(s["seeds"]) for s in strategies.values()),
-        "fractions": sorted({p["fraction"] for s in strategies.values() for p in s["curve"]}),
+        "fractions": [b["fraction"] for b in budgets],
+        "budgets": budgets,  # labeled fraction and mean labeled count of every budget
         "common_fractions": common,
         "strategies": strategies,
         "ceiling": ceiling,
         "warnings": warnings,
+        "settings": settings(groups, ceiling_runs),
+        "segal_versions": sorted({str(m["segal_version"]) for r in runs + ceiling_runs for m in r.metrics
+                                  if m.get("segal_version")}),
     }
+
+
+def _class_stats(per_run: list[dict[str, float | None]], classes: list[str]) -> dict[str, Any]:
+    """Per-class mean and sample std over the seeds that scored the class (a class absent from a
+    seed's test images has no IoU there and is skipped, not counted as 0)."""
+    means: dict[str, float | None] = {}
+    stds: dict[str, float | None] = {}
+    counts: dict[str, int] = {}
+    for c in classes:
+        present = [float(v) for v in (m.get(c) for m in per_run) if v is not None and not math.isnan(float(v))]
+        mean, std = mean_std(present) if present else (None, None)
+        means[c], stds[c], counts[c] = mean, std, len(present)
+    return {"classes": means, "std": stds, "n": counts}
+
+
+# Recipe keys the report shows elsewhere (the runs' folders and seeds; the strategy labels every table).
+_NOT_SETTINGS = ("output_dir", "seed", "name", "active.strategy")
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):  # an empty section (random's strategy_params: {}) adds no key
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def settings(groups: dict[str, list[RunData]], ceiling_runs: list[RunData]) -> list[dict[str, Any]]:
+    """The recipe keys of the runs, each with its value per strategy label: ``{"key", "values"}``, where
+    ``values`` is ``{"all": v}`` when every strategy has the key and every run agrees, else
+    ``{label: [v, …]}`` (its distinct values; "–" for null or unset) for the labels that have it."""
+    members = {**groups, **({"ceiling": ceiling_runs} if ceiling_runs else {})}
+    flat = {label: [_flatten(r.recipe) for r in runs] for label, runs in members.items()}
+    keys = list(dict.fromkeys(k for recipes in flat.values() for recipe in recipes for k in recipe
+                              if k not in _NOT_SETTINGS))
+    rows = []
+    for key in keys:  # a label none of whose runs has the key (random has no VAAL steps) is left out
+        per_label = {label: list(dict.fromkeys(_setting_text(recipe.get(key)) for recipe in recipes))
+                     for label, recipes in flat.items() if any(key in recipe for recipe in recipes)}
+        distinct = {v for values in per_label.values() for v in values}
+        shared = len(distinct) == 1 and len(per_label) == len(flat)  # every strategy has it, with one value
+        rows.append({"key": key, "values": {"all": distinct.pop()} if shared else per_label})
+    return rows
+
+
+def _setting_text(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, list | dict):
+        return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return str(value)
 
 
 def _ceiling(runs: list[RunData], metric: str) -> dict[str, Any] | None:
@@ -388,13 +455,15 @@ def _model_name(recipe: dict[str, Any]) -> str:
 
 
 def _diagnostics(members: list[RunData]) -> list[dict[str, Any]]:
-    """Per acquisition cycle: mean discriminator AUROC (VAAL), mean acquired class histogram, time."""
+    """Per acquisition cycle: discriminator AUROC (VAAL: mean, sample std and 95% t-interval over seeds,
+    and each seed's own interval), mean acquired class histogram, time."""
     cycles = sorted({c for r in members for c in r.queries})
     out = []
     for c in cycles:
         qs = [(r, r.queries[c]) for r in members if c in r.queries]
         fractions = [m["fraction"] for r, _ in qs for m in r.metrics if m.get("cycle") == c]
         aurocs = [q.get("diagnostics", {}).get("auroc") for _, q in qs]
+        seeded = [float(a) for a in aurocs if a is not None and not math.isnan(float(a))]
         hists = [q.get("diagnostics", {}).get("class_histogram") for _, q in qs]
         hists = [h for h in hists if h]
         names = list(dict.fromkeys(n for h in hists for n in h))
@@ -405,12 +474,19 @@ def _diagnostics(members: list[RunData]) -> list[dict[str, Any]]:
         out.append({
             "cycle": c, "fraction": _key(np.mean(fractions)) if fractions else None, "n": len(qs),
             "auroc": _mean_or_none(aurocs),
+            "auroc_std": mean_std(seeded)[1] if seeded else None, "auroc_n": len(seeded),  # over seeds
+            "auroc_seeds_ci": _clipped(mean_ci(seeded)["ci"]) if len(seeded) > 1 else None,  # t over seeds
             "auroc_ci": [[float(v) for v in ci] for ci in intervals if ci] or None,  # one per seed
             "group_share": {g: float(np.mean([s.get(g, 0.0) for s in shares])) for g in groups} if shares else None,
             "class_histogram": {n: float(np.mean([h.get(n, 0.0) for h in hists])) for n in names} if hists else None,
             "seconds": float(np.mean(seconds)) if seconds else None,
         })
     return out
+
+
+def _clipped(interval: list[float]) -> list[float]:
+    """An AUROC interval within [0, 1], where the AUROC lives (a t-interval of few seeds can overshoot)."""
+    return [min(max(v, 0.0), 1.0) for v in interval]
 
 
 def _group_share(run: RunData, queries: dict[str, Any]) -> dict[str, float] | None:

@@ -40,6 +40,7 @@ from segal.pool import PoolState
 from segal.preflight import check_model
 from segal.runlock import RunLock
 from segal.strategies import make_strategy
+from segal.tracking import require_tensorboard
 
 # Keys that define an experiment: a resumed run must agree with its recipe on these.
 IDENTITY_KEYS = ("task", "seed", "data.dataset", "data.train_split", "data.image_size", "model.name",
@@ -112,7 +113,9 @@ class Run:
     def _build_dataset(self, split: str) -> Dataset:
         d = self.recipe.data
         if d.root is not None and not Path(d.root).expanduser().exists():
-            raise UserError("data root not found", path=d.root, fix="pass --data-root PATH or set data.root in the recipe")
+            raise UserError("data root not found (a relative data.root in a recipe is read from the recipe "
+                            "file's folder, a --data-root from the current folder)", path=d.root,
+                            fix="pass --data-root PATH, or set data.root in the recipe (absolute, or relative to it)")
         builder = DATASETS.get(d.dataset)
         try:
             return builder(d.root and str(Path(d.root).expanduser()), split, **d.options)
@@ -207,6 +210,21 @@ def write_recipe(run_dir: Path, recipe: Recipe) -> None:
     atomic_write_bytes(run_dir / "recipe.yaml", yaml.safe_dump(to_dict(recipe), sort_keys=False).encode())
 
 
+def acquire_target(target: str | Path) -> tuple[Path, Path | None]:
+    """What ``segal acquire TARGET`` reads: ``(recipe file, None)``, or for a run directory its own
+    ``recipe.yaml`` and the directory, so that a run continues (after ``segal import``, say) without
+    repeating the flags of the command that started it: they are in that copy."""
+    target = Path(target)
+    if not target.is_dir():
+        return target, None
+    if not (target / "recipe.yaml").is_file() or not (target / "state.json").is_file():  # a user's recipe.yaml
+        what = "no recipe.yaml" if not (target / "recipe.yaml").is_file() else "no state.json"  # is not a run
+        raise UserError(f"is a folder, neither a recipe file nor a segal run directory ({what})", path=target,
+                        fix="pass the recipe YAML file itself (e.g. recipes/demo.yaml), or a run directory "
+                            "`segal acquire` wrote")
+    return target / "recipe.yaml", target
+
+
 def open_run(run_dir: Path | str) -> Run:
     """Open an existing run directory (for export, import, evaluate, report)."""
     run_dir = Path(run_dir)
@@ -234,6 +252,8 @@ def start_run(recipe: Recipe, recipe_source: str) -> Run:
     DATASETS.get(recipe.data.dataset)  # fail on unknown names before anything is written
     MODELS.get(recipe.model.name)
     make_strategy(recipe.active.strategy, recipe.active.strategy_params, recipe_source)  # bad params fail here
+    if recipe.log.tensorboard:
+        require_tensorboard(recipe_source)
     run_dir = recipe.run_dir
     stored = run_dir / "recipe.yaml"
     run = Run(run_dir, recipe, source=recipe_source)
@@ -251,7 +271,8 @@ def start_run(recipe: Recipe, recipe_source: str) -> Run:
         if changed:
             raise UserError(
                 f"{run_dir} holds a run of a different experiment ({', '.join(changed)} differ)",
-                path=recipe_source, fix="pass --output-dir NEW_DIR, or delete the old run",
+                path=recipe_source, fix=f"to continue that run with its own recipe, run `segal acquire {run_dir}`; "
+                                        "to start this experiment, pass --output-dir NEW_DIR",
             )
         if run.state_path.exists():
             PoolState.load(run.state_path)  # a torn or hand-edited state fails before the recipe is rewritten
@@ -275,4 +296,4 @@ def load_override_mask(path: Path) -> np.ndarray:
     return read_label_png(path)
 
 
-__all__ = ["Run", "open_run", "start_run", "write_recipe"]
+__all__ = ["Run", "acquire_target", "open_run", "start_run", "write_recipe"]

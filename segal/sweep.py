@@ -72,7 +72,7 @@ def sweep(recipe_path: str | Path, strategies: list[str], seeds: list[int], out_
     from segal.loop import ActiveLoop
     from segal.report import report
     from segal.runs import start_run
-    from segal.strategies import STRATEGIES, make_strategy
+    from segal.strategies import STRATEGIES, check_strategy_params
 
     progress = progress or Progress()
     if not strategies or not seeds:
@@ -105,7 +105,8 @@ def sweep(recipe_path: str | Path, strategies: list[str], seeds: list[int], out_
             run_dir = out_root / run_name(spec, seed)
             recipe = load_recipe(recipe_path, {**overrides, "seed": seed, "output_dir": str(run_dir),
                                                "active.strategy": name, "active.strategy_params": params}, sets)
-            make_strategy(name, recipe.active.strategy_params, str(recipe_path))  # unknown names and bad params fail here, not mid-sweep
+            check_strategy_params(name, recipe.active.strategy_params, str(recipe_path),  # bad params fail here,
+                                  {prefix + k: v for k, v in param_sets.items()})  # not mid-sweep
             plan.append((spec, seed, recipe))
     if unused:
         key = sorted(unused)[0]

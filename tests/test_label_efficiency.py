@@ -23,7 +23,7 @@ def load_tool():
 def args(tool, **changes) -> argparse.Namespace:
     base = dict(data_root="/data/camvid", image_size=[96, 128], steps=None, epochs=tool.EPOCHS,
                 min_steps=tool.MIN_STEPS, batch_size=8, cycles=6, device="cpu", vae_size=32, z_dim=32, vae_width=32,
-                vae_epochs=tool.VAE_EPOCHS, vae_steps=None)
+                vae_epochs=tool.VAE_EPOCHS, vae_steps=None, warm_epochs=None)
     return argparse.Namespace(**(base | changes))
 
 
@@ -43,3 +43,15 @@ def test_fixed_steps_restore_the_old_protocol():
     tool = load_tool()
     overrides, _ = tool.settings(args(tool, steps=200))
     assert load_recipe(RECIPE, overrides).train.steps == 200
+
+
+def test_warm_epochs_warm_start_every_later_cycle():
+    from segal.engine import cycle_schedule
+
+    tool = load_tool()
+    cold = load_recipe(RECIPE, tool.settings(args(tool))[0])
+    warm = load_recipe(RECIPE, tool.settings(args(tool, warm_epochs=30))[0])
+    assert cold.train.reinit is True and cold.train.warm_epochs is None
+    assert warm.train.reinit is False and warm.train.warm_epochs == 30 and warm.data.cache is True
+    assert planned_steps(cycle_schedule(warm.train, warm=True), 145) == -(-30 * 145 // 8)  # 544, no floor
+    assert planned_steps(cycle_schedule(warm.train, warm=False), 37) == planned_steps(cold.train, 37)

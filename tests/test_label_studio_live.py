@@ -137,7 +137,7 @@ def _items() -> list[ExportItem]:
         mask.ravel()[: len(CLASSES) + 1] = [*range(len(CLASSES)), 255]  # every class and ignore
         mask[-1, -1] = 1  # single-pixel speck
         image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        out.append(ExportItem(id=f"live_{k:02d}", image=image, image_path=None, prediction=mask))
+        out.append(ExportItem(id=f"live_{k:02d}", image=image, image_path=None, prediction=mask, score=0.25 + k / 3))
     return out
 
 
@@ -170,6 +170,7 @@ def test_label_studio_round_trip(label_studio: Client, tmp_path: Path, monkeypat
         served = api.request("GET", task["data"]["image"])
         assert served == (out / "images" / f"{item.id}.png").read_bytes()
         (prediction,) = api.json("GET", f"/api/predictions?task={task['id']}")
+        assert prediction["score"] == pytest.approx(item.score)  # the acquisition score, to order tasks by
         h, w = item.prediction.shape
         painted = np.full((h, w), 255, np.uint8)
         for r in prediction["result"]:

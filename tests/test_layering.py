@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1] / "segal"
 
 # Lowest first.  A name stands for itself and, with a trailing ".", for every module below it.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("ground", {"segal", "segal.errors", "segal.crashpoints", "segal.distributed", "segal.progress",
+    ("ground", {"segal", "segal.errors", "segal.crashpoints", "segal.distributed", "segal.progress", "segal.tracking",
                 "segal.registry", "segal.metrics", "segal.threads", "segal.runlock", "segal.fileio",
                 "segal.device", "segal.checkpoint"}),
     ("definitions", {"segal.config", "segal.data", "segal.data.", "segal.models", "segal.models.",
@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, set[str]]] = [
                    "segal.interchange."}),
     ("run", {"segal.runs", "segal.preflight", "segal.loop"}),
     ("commands", {"segal.evaluate", "segal.human", "segal.select", "segal.sweep", "segal.report",
-                  "segal.results", "segal.cli", "segal.__main__"}),
+                  "segal.results", "segal.serve", "segal.serve.", "segal.cli", "segal.__main__"}),
 ]
 
 

@@ -118,3 +118,15 @@ def test_imagenet_sized_pool_round_trips(tmp_path):
     assert loaded.num_labeled == n // 10
     assert Path(tmp_path / "s.json").stat().st_size < 2_000_000
     np.testing.assert_array_equal(loaded.labeled_indices(), state.labeled_indices())
+
+
+def test_atomic_writes_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+    """Reports and exports must be readable by another user (a Label Studio server) as open() would make them."""
+    import os
+
+    from segal.fileio import atomic_write_bytes
+
+    mask = os.umask(0o022)
+    os.umask(mask)  # the process's umask, which the writer read at import
+    atomic_write_bytes(tmp_path / "a.json", b"{}")
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask != 0o600

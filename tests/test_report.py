@@ -128,6 +128,8 @@ def test_per_class_and_diagnostics_and_vaal_modes(tmp_path):
     assert d["auroc"] == pytest.approx(0.7)
     assert d["class_histogram"] == {"road": pytest.approx(0.5), "pole": pytest.approx(0.5)}
     assert s["strategies"]["vaal"]["diagnostics"] == []
+    settings = {row["key"]: row["values"] for row in s["settings"]}  # only the paper runs set a mode
+    assert settings["active.strategy_params.mode"] == {"vaal (paper)": ["paper"]}
     page = (out / "report.html").read_text()
     assert "discriminator AUROC" in page and "0.700" in page and "vaal (paper)" in page
     assert "Per-class IoU" in page and "<th>pole</th>" in page
@@ -153,7 +155,7 @@ def test_files_png_csv_md_html(tmp_path, hand_runs):
                        "entropy mean", "entropy std", "entropy n"]
     assert [float(v) for v in rows[3][4:6]] == pytest.approx([72.0, 4 / S2], abs=1e-4)
     md = (out / "table.md").read_text()
-    assert "| 40.00 | 61.00 ± 1.41 | 72.00 ± 2.83 |" in md
+    assert "| 40 (40.0%) | 61.00 ± 1.41 | 72.00 ± 2.83 |" in md
     page = (out / "report.html").read_text()
     embedded = re.search(r'<img id="curves"[^>]*src="data:image/png;base64,([^"]+)"', page).group(1)
     assert base64.b64decode(embedded) == (out / "curves.png").read_bytes()
@@ -210,7 +212,7 @@ def test_report_renders_in_headless_chromium(tmp_path, hand_runs):
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
     table = re.search(r'<table id="results">.*?</table>', dom, re.S).group(0)
     body_rows = re.findall(r"<tr><td>(.*?)</td>", table)
-    assert body_rows == ["10.00", "20.00", "40.00"]
+    assert body_rows == ["10 (10.0%)", "20 (20.0%)", "40 (40.0%)"]
     assert "72.00 ± 2.83" in table
     img = re.search(r'<img[^>]*id="curves"[^>]*>', dom).group(0)
     width = int(re.search(r'data-rendered-width="(\d+)"', img).group(1))  # set by the page's script on load
@@ -344,7 +346,7 @@ def test_paired_gain_and_t_interval_match_hand_computation(tmp_path):
                                                 abs=1e-5)
     assert paired["auc"]["real"] == (mean - T975_2 * sd / math.sqrt(3) > 0)
     md = (tmp_path / "out" / "table.md").read_text()
-    assert "| 10.00 | +3.00 [+0.52, +5.48] * |" in md and "| 40.00 | +2.00 [-5.45, +9.45] |" in md
+    assert "| 10 (10.0%) | +3.00 [+0.52, +5.48] * |" in md and "| 40 (40.0%) | +2.00 [-5.45, +9.45] |" in md
     assert 'id="paired"' in (tmp_path / "out" / "report.html").read_text()
 
 
@@ -387,7 +389,7 @@ def test_ceiling_run_is_a_line_and_a_reference(tmp_path):
     assert ent["fraction_to_ceiling"] == {"0.9": 0.2, "0.95": 0.4}
     md = (out / "table.md").read_text()
     assert "ceiling (whole pool labeled, 3 seeds): mIoU 62.00 ± 2.00" in md
-    assert "| 91.9 | 40.00 | never |" in md  # random: 57/62 of the ceiling
+    assert "| 91.9 | 40 (40.0%) | never |" in md  # random: 57/62 of the ceiling
     assert "ceiling (whole pool labeled" in (out / "report.html").read_text()
     with_line = matplotlib.image.imread(out / "curves.png")
     without = matplotlib.image.imread(report(runs, tmp_path / "plain") / "curves.png")
@@ -416,3 +418,67 @@ def test_paired_runs_with_different_training_are_flagged(tmp_path):
     s = summary_of(report(runs, tmp_path / "out"))
     assert s["strategies"]["entropy"]["paired"]["pairs"] == 3
     assert len(s["warnings"]) == 1 and "entropy seed 0" in s["warnings"][0] and "train.steps" in s["warnings"][0]
+
+
+def test_budgets_spreads_settings_and_version_as_a_person_reads_them(tmp_path):
+    """Issue 17: labeled counts beside %, ± std in per-class tables, the AUROC's spread and interval,
+    the settings and the segal version used."""
+    pc0 = [{"road": 0.2, "pole": None}, {"road": 0.5, "pole": 0.1}]
+    pc1 = [{"road": 0.4, "pole": 0.6}, {"road": 0.7, "pole": None}]
+    q0, q1 = [{"auroc": 0.6, "auroc_ci": [0.5, 0.7]}], [{"auroc": 0.8, "auroc_ci": [0.7, 0.9]}]
+    runs = [make_run(tmp_path, f"vaal-seed{seed}", "vaal", seed, [0.3, 0.4], [0.1011, 0.2022], None, pc, q)
+            for seed, pc, q in ((0, pc0, q0), (1, pc1, q1))]
+    for run in runs:  # a pool of 366: 37 and 74 labeled; seed 1 trained with another lr
+        for k, n in enumerate((37, 74)):
+            m = run / "cycles" / str(k) / "metrics.json"
+            m.write_text(json.dumps({**json.loads(m.read_text()), "labeled": n, "pool": 366,
+                                     "segal_version": "9.8.7"}))
+    recipe = yaml.safe_load((runs[1] / "recipe.yaml").read_text())
+    (runs[1] / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "train": {"lr": 0.01}}))
+    out = report(runs, tmp_path / "out")
+    s = summary_of(out)
+    assert s["budgets"] == [{"fraction": 0.1011, "labeled": 37.0}, {"fraction": 0.2022, "labeled": 74.0}]
+    pc = s["strategies"]["vaal"]["per_class"][0]
+    assert pc["classes"]["road"] == pytest.approx(0.3) and pc["std"]["road"] == pytest.approx(0.2 / S2)
+    assert pc["n"] == {"road": 2, "pole": 1} and pc["std"]["pole"] == 0.0
+    (d,) = s["strategies"]["vaal"]["diagnostics"]
+    assert d["auroc_n"] == 2 and d["auroc_std"] == pytest.approx(0.2 / S2)
+    assert d["auroc_seeds_ci"] == [0.0, 1.0]  # 0.7 ± 12.706·0.1414/√2 = [-0.57, 1.97], clipped to [0, 1]
+    settings = {row["key"]: row["values"] for row in s["settings"]}
+    assert settings["data.dataset"] == {"all": "camvid"} and settings["train.lr"] == {"vaal": ["–", "0.01"]}
+    assert "seed" not in settings and s["segal_versions"] == ["9.8.7"]
+    page = (out / "report.html").read_text()
+    results = re.search(r'<table id="results">.*?</table>', page, re.S).group(0)
+    assert re.findall(r"<tr><td>(.*?)</td>", results) == ["37 (10.1%)", "74 (20.2%)"]
+    assert "<td>37 (10.1%)</td><td>30.0 ± 14.1</td><td>60.0</td>" in page  # road: 2 seeds; pole: 1
+    assert "<td>0.700 ± 0.141 (n = 2)</td><td>[0.000, 1.000]</td><td>[0.50, 0.70]; [0.70, 0.90]</td>" in page
+    assert "lr [vaal: – / 0.01]" in page and "<td>data</td><td>dataset camvid</td>" in page and "segal 9.8.7" in page
+
+
+def test_one_seed_auroc_shows_its_own_interval(tmp_path):
+    run = make_run(tmp_path, "vaal-seed0", "vaal", 0, [0.3, 0.4], [0.1, 0.2],
+                   queries=[{"auroc": 0.6, "auroc_ci": [0.45, 0.75]}])
+    page = (report([run], tmp_path / "out") / "report.html").read_text()
+    assert "<td>0.600 (n = 1)</td><td>[0.450, 0.750]</td><td>[0.45, 0.75]</td>" in page
+    assert "segal version: not recorded" in page
+
+
+def test_curves_legend_covers_no_point(tmp_path, hand_runs):
+    """The legend sits outside the axes: no plotted point (the last budgets included) lies under it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from segal.report import curves_figure
+    from segal.results import find_runs, load_run, summarize
+
+    summary = summarize([load_run(d) for d in find_runs(hand_runs)])
+    fig = curves_figure(summary)
+    FigureCanvasAgg(fig).draw()  # lays the figure out as savefig does
+    (ax,) = fig.axes
+    (legend,) = fig.legends
+    box = legend.get_window_extent()
+    points = [ax.transData.transform(xy) for line in ax.get_lines() for xy in line.get_xydata()]
+    assert len(points) == 6
+    assert not any(box.contains(x, y) for x, y in points)
+    assert box.x0 >= ax.get_window_extent().x1  # right of the axes
+    (top,) = ax.child_axes  # labeled counts on top: every budget is a pool of 100
+    assert top.get_xlabel() == "labeled images"

@@ -91,6 +91,7 @@ def test_second_writer_is_refused_and_a_killed_holder_leaves_no_lock(human_run, 
         refused(capsys, ["acquire", str(recipe), "--quiet"], holder.pid)
         refused(capsys, ["export", str(run_dir), "--format", "png", "--out", str(tmp_path / "out")], holder.pid)
         refused(capsys, ["import", str(run_dir), str(tmp_path / "out")], holder.pid)
+        refused(capsys, ["evaluate", str(run_dir)], holder.pid)  # it writes eval_*.json beside checkpoints
         assert snapshot(run_dir) == before, "a refused command changed the run"
         assert leftover.exists(), "a refused acquire deleted the holder's temp file"
         assert not (tmp_path / "out").exists()

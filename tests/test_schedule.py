@@ -55,3 +55,37 @@ def test_warm_start_continues_from_the_previous_cycle(tmp_path, reinit):
     weights = [k for k, v in first.items() if v.is_floating_point() and "running" not in k]  # not BN statistics
     same = all(torch.allclose(first[k], second[k], atol=1e-6) for k in weights)
     assert same == (not reinit)
+
+
+@pytest.mark.parametrize(("warm", "warm_epochs", "steps", "expected"), [
+    (False, 30, None, 800),   # a from-scratch cycle keeps the floor: max(800, ceil(88 × 37 / 8) = 407)
+    (True, 30, None, 139),    # warm: ceil(30 × 37 / 8) = 138.75 → 139, no floor
+    (True, None, None, 800),  # no warm_epochs: a warm cycle is scheduled like any other
+    (True, 30, 200, 200),     # train.steps fixes every cycle
+])
+def test_warm_cycles_use_warm_epochs_without_the_floor(warm, warm_epochs, steps, expected):
+    from segal.engine import cycle_schedule
+
+    cfg = TrainConfig(epochs=88, min_steps=800, warm_epochs=warm_epochs, steps=steps)
+    assert planned_steps(cycle_schedule(cfg, warm), 37) == expected
+
+
+def test_the_loop_trains_warm_cycles_for_warm_epochs(tmp_path):
+    from segal.fileio import read_json
+    from segal.loop import ActiveLoop
+    from segal.runs import start_run
+    from tests.tiny import tiny_recipe
+
+    data = tiny_recipe(tmp_path, strategy="random", cycles=1)
+    data["train"].update(steps=None, epochs=1, min_steps=6, warm_epochs=1, batch_size=4, reinit=False)
+    run = start_run(recipe_from_dict(data), "<test>")
+    ActiveLoop(run).run_loop()
+    state = run.load_state()
+    steps = [read_json(run.cycle_dir(c) / "train.json")["steps"] for c in (0, 1)]
+    assert steps[0] == 6  # cycle 0 from scratch: the floor
+    assert steps[1] == -(-state.budgets[1] // 4) < 6  # warm: ceil(1 × labeled / 4), below the floor
+
+
+def test_zero_warm_epochs_is_refused():
+    with pytest.raises(UserError, match="train.warm_epochs"):
+        recipe_from_dict({"train": {"warm_epochs": 0}})

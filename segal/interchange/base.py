@@ -31,6 +31,7 @@ class ExportItem:
     image: np.ndarray  # H×W×3 RGB uint8
     image_path: Path | None
     prediction: np.ndarray  # H×W uint8 train ids, 255 = ignore
+    score: float | None = None  # the acquisition score that chose it (queries.json), where the strategy gives one
 
 
 @dataclass(frozen=True)

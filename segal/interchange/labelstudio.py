@@ -1,7 +1,8 @@
 """Label Studio: a tasks JSON with brush pre-annotations plus the matching labeling config.
 
 Export writes ``tasks.json`` (one task per image, ``data.segal_id`` = the image id, one
-``brushlabels`` prediction result per class present), ``labeling_config.xml`` and ``images/``.
+``brushlabels`` prediction result per class present, the prediction's ``score`` = the acquisition
+score that chose the image, where the strategy gives one), ``labeling_config.xml`` and ``images/``.
 ``data.image`` is ``/data/local-files/?d=<path>`` when ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` is
 set and holds the export, otherwise the path relative to the JSON (serve it or upload the images).
 
@@ -21,6 +22,7 @@ import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlparse
 
 import cv2
@@ -93,8 +95,11 @@ def export(out: Path, items: list[ExportItem], classes: ClassSet, options: Expor
                 "value": {"format": "rle", "rle": mask_to_rle(item.prediction == class_id),
                           "brushlabels": [classes.names[class_id]]},
             })
+        prediction: dict[str, Any] = {"model_version": options.task_name, "result": result}
+        if item.score is not None:  # Label Studio sorts and filters the task list by the prediction score
+            prediction["score"] = item.score
         tasks.append({"data": {"image": image_url(images / image_name(item), out, options.public_dir), "segal_id": item.id},
-                      "predictions": [{"model_version": options.task_name, "result": result}]})
+                      "predictions": [prediction]})
     atomic_write_bytes(out / CONFIG_FILE, labeling_config(classes))
     atomic_write_json(out / MAIN_FILE, tasks)
     return out / MAIN_FILE

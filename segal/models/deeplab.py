@@ -2,7 +2,9 @@
 
 Weights are resolved in an explicit step: ``None`` (random init), a local file (weights only,
 never unpickled objects), or ``"imagenet"``, which downloads the encoder weights and fails with a
-clear message when offline.
+clear message when offline.  A local file is either segal's own checkpoint of the whole network
+(``net.*`` keys) or an encoder's ImageNet weights saved from torchvision or timm
+(:mod:`segal.models.pretrained`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import torch
 from torch import nn
 
 from segal.errors import UserError
-from segal.models.base import MODELS, load_weights
+from segal.models.base import MODELS, SAME_MODEL, WEIGHTS_MISFIT, apply_state_dict, read_state_dict
+from segal.models.pretrained import load_encoder_weights
 
 
 class SmpSegmenter(nn.Module):
@@ -78,8 +81,17 @@ def _build_smp(arch: str, num_classes: int, encoder: str, weights: str | None, d
                             "(all names: segmentation_models_pytorch.encoders.get_encoder_names())") from None
     model = SmpSegmenter(net, dropout=dropout)
     if weights not in (None, "imagenet"):
-        load_weights(model, Path(weights))
+        load_local_weights(model, Path(weights), f"the {encoder!r} encoder of {arch}")
     return model
+
+
+def load_local_weights(model: SmpSegmenter, path: Path, what: str) -> None:
+    """segal's checkpoint of the whole network, or an encoder's torchvision / timm state dict."""
+    state = read_state_dict(path)
+    if any(k.startswith("net.") for k in state):
+        apply_state_dict(model, state, path, what=WEIGHTS_MISFIT, fix=SAME_MODEL)
+    else:
+        load_encoder_weights(model.net.get_submodule("encoder"), state, path, what)
 
 
 @MODELS.register("deeplabv3plus")

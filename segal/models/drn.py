@@ -26,6 +26,7 @@ from torch import nn
 
 from segal.errors import UserError
 from segal.models.base import MODELS, apply_state_dict, download_state_dict, read_state_dict, reject_options
+from segal.models.pretrained import looks_like_resnet
 
 CHANNELS = (16, 32, 64, 128, 256, 512, 512, 512)
 # The authors' checkpoint host (fyu/drn moved it from tigress-web.princeton.edu/~fy/drn/models/).
@@ -213,7 +214,18 @@ class DRNSeg(DRN):
 
 
 def load_backbone(model: DRNSeg, state: dict[str, torch.Tensor], source: object) -> None:
-    """Load an ImageNet DRN checkpoint: every backbone key must fit; ``fc.*`` is ignored, ``seg.*`` kept."""
+    """Load an ImageNet DRN checkpoint: every backbone key must fit; ``fc.*`` is ignored, ``seg.*`` kept.
+
+    A torchvision / timm ResNet file is refused by name: DRN's stem (16 channels, no max-pool) and its
+    eight stages are not ResNet's, so no mapping of the key names would give a pretrained DRN."""
+    if looks_like_resnet(state):
+        raise UserError(
+            "these are ResNet weights (torchvision / timm key names): DRN's stem and stages differ from "
+            "ResNet's, so they do not load into a DRN",
+            path=source,
+            fix="set model.weights: imagenet (the DRN authors' checkpoint), or use model.name: deeplabv3plus "
+                "with model.encoder: resnet18 / resnet34 / resnet50 for torchvision or timm weights",
+        )
     backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = apply_state_dict(model, backbone, source, strict=False)
     missing = [k for k in missing if not k.startswith("seg.")]

@@ -1,5 +1,6 @@
 """Acquisition strategies: one module each, all registered in :data:`STRATEGIES`, built by :func:`make_strategy`."""
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,11 @@ def make_strategy(name: str, params: Mapping[str, Any], source: str,
     """Strategy ``name`` with ``params`` checked by its ``Params`` (types, unknown keys, and values in
     ``__post_init__``), so a bad recipe fails when it is read, before anything is trained or written."""
     cls = STRATEGIES.get(name)
+    taken = [f.name for f in dataclasses.fields(cls.Params)]
+    unknown = sorted(set(params) - set(taken))
+    if unknown:
+        raise UserError(f"unknown key '{prefix}{unknown[0]}': strategy {name!r} has no such parameter", path=source,
+                        fix=f"remove it; {name} takes " + (", ".join(sorted(taken)) if taken else "no parameters"))
     try:
         checked = from_dict(cls.Params, dict(params), source, prefix=prefix)
     except UserError as exc:
@@ -32,4 +38,34 @@ def make_strategy(name: str, params: Mapping[str, Any], source: str,
     return cls(checked)
 
 
-__all__ = ["STRATEGIES", "AcquisitionContext", "Selection", "Strategy", "make_strategy"]
+def check_strategy_params(name: str, params: Mapping[str, Any], source: str, sets: Mapping[str, Any]) -> Strategy:
+    """:func:`make_strategy`, but an error caused by a ``--set active.strategy_params.KEY`` names that
+    ``--set`` instead of the recipe file (the recipe's own parameters alone are checked to tell which)."""
+    prefix = "active.strategy_params."
+    whole = "active.strategy_params" in sets  # --set active.strategy_params={...} replaces them all
+    from_sets = ["active.strategy_params"] if whole else sorted(
+        k for k in sets if k.startswith(prefix) and k[len(prefix):] in params)
+    try:
+        return make_strategy(name, params, source)
+    except UserError:
+        if not from_sets:
+            raise
+        own = {} if whole else {k: v for k, v in params.items() if prefix + k not in from_sets}
+        try:
+            make_strategy(name, own, source)
+        except UserError:
+            pass  # the recipe's own parameters are already wrong: name the recipe
+        else:
+            make_strategy(name, params, f"--set {', '.join(from_sets)}")
+        raise
+
+
+def label_first(strategy: str, score: float) -> float:
+    """A recorded score turned so that higher means "label first" for every strategy, because annotation
+    tools sort one way: VAAL's P(labeled) (lowest acquired) becomes P(unlabeled) = 1 − P(labeled)."""
+    cls = STRATEGIES.get(strategy) if strategy in STRATEGIES else None
+    return 1.0 - score if cls is not None and cls.lowest_first else score
+
+
+__all__ = ["STRATEGIES", "AcquisitionContext", "Selection", "Strategy", "check_strategy_params", "label_first",
+           "make_strategy"]

@@ -99,6 +99,8 @@ class Strategy(abc.ABC):
 
     name: ClassVar[str]
     needs_model: ClassVar[bool] = True
+    # The strategy acquires its *lowest* scores first (VAAL: the discriminator's P(labeled), in [0, 1]).
+    lowest_first: ClassVar[bool] = False
 
     @dataclass
     class Params:

@@ -59,6 +59,7 @@ def _forever(loader) -> Iterator:
 @register_strategy("vaal")
 class VAALStrategy(Strategy):
     needs_model = False
+    lowest_first = True  # it acquires the images the discriminator finds least "labeled-looking"
 
     @dataclass
     class Params:

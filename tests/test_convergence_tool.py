@@ -57,6 +57,8 @@ def test_quick_run_writes_the_table_and_skips_finished_runs(tmp_path, capsys):
     table = json.loads((out / "convergence.json").read_text())
     assert set(table["runs"]) == {"n4-s2-seed0", "n4-s4-seed0"}
     assert table["points"][0]["seeds_done"] == 1
+    stored = json.loads((out / "n4-s2-seed0" / "cycles" / "0" / "metrics.json").read_text())["miou"]
+    assert table["runs"]["n4-s2-seed0"] == pytest.approx(100 * stored, abs=1e-3)  # points, as the tolerance
     change = table["runs"]["n4-s4-seed0"] - table["runs"]["n4-s2-seed0"]
     assert table["points"][0]["mean_change"] == pytest.approx(change, abs=1e-3)
     capsys.readouterr()

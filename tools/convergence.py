@@ -71,11 +71,11 @@ def command(job: Job, args: argparse.Namespace) -> list[str]:
 
 
 def final_miou(run_dir: Path) -> float | None:
-    """The run's cycle-0 mIoU (``cycles/0/metrics.json``), None while it is unfinished."""
+    """The run's cycle-0 mIoU in points (``cycles/0/metrics.json`` stores a fraction), None while unfinished."""
     path = run_dir / "cycles" / "0" / "metrics.json"
     if not path.is_file():
         return None
-    return float(json.loads(path.read_text())["miou"])
+    return 100 * float(json.loads(path.read_text())["miou"])
 
 
 def run_all(jobs: list[Job], args: argparse.Namespace) -> dict[str, float]:

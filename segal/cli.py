@@ -492,18 +492,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
-    except OSError as exc:
-        line = os_error_line(exc)
+    except (OSError, RuntimeError) as exc:  # a full disk, a failed collective: one line; anything else is a bug
+        line, code = (os_error_line(exc), 2) if isinstance(exc, OSError) else (dist_error_line(exc), 1)
         if line is None:
             raise
         console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
-        return 2
-    except RuntimeError as exc:
-        line = dist_error_line(exc)
-        if line is None:
-            raise
-        console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
-        return 1
+        return code
     except KeyboardInterrupt:
         console.print("interrupted — re-run the same command to resume from the last finished step", soft_wrap=True)
         return 130

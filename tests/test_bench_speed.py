@@ -66,3 +66,13 @@ def test_quick_sharing_section(tmp_path):
     assert len(result["two_divided_steps_per_s"]) == len(result["two_all_cores_steps_per_s"]) == 2
     assert result["each_of_two_over_alone_divided"] == pytest.approx(
         sum(result["two_divided_steps_per_s"]) / 2 / result["alone_steps_per_s"])
+
+
+@pytest.mark.slow
+def test_quick_demo_section():
+    bench = _load_tool()
+    result = bench.main(["--quick", "--sections", "demo"])["demo"]
+    assert len(result["alone"]["miou"]) == 2 and len(result["two_at_once"]) == 2  # cycle 0 and 1 of each
+    assert result["two_at_once"][0]["miou"] == result["two_at_once"][1]["miou"] == result["alone"]["miou"]
+    assert result["two_at_once_over_alone"] == pytest.approx(
+        max(r["seconds"] for r in result["two_at_once"]) / result["alone"]["seconds"])

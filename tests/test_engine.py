@@ -107,3 +107,16 @@ def test_resized_cache_matches_direct_resize_and_persists(tmp_path):
     # a different pool (other ids) invalidates the cache
     other = ResizedImageCache(TinySeg(5, salt=9, size=40), (16, 24), tmp_path)
     assert other.fill_ratio() == 0.0
+
+
+@pytest.mark.parametrize(("interval", "saved_after"), [(1e9, [1, 5]), (0.0, [1, 2, 3, 4, 5])])
+def test_checkpoints_after_the_first_and_last_epoch_and_at_most_every_interval(tmp_path, monkeypatch, interval,
+                                                                               saved_after):
+    import segal.engine as engine
+
+    saves = []
+    monkeypatch.setattr(engine, "CHECKPOINT_SECONDS", interval)
+    monkeypatch.setattr(engine, "save_checkpoint", lambda path, state: saves.append(state["epoch"]))
+    cfg = TrainConfig(epochs=5, batch_size=4, amp="off")  # 4 images: one step per epoch, 5 epochs
+    train(fresh_model(), TinySeg(4, salt=0), list(range(4)), cfg, compute=CPU32, seed=3, checkpoint=tmp_path / "t.pt")
+    assert saves == saved_after

@@ -20,6 +20,8 @@
 (d) Sharing: the bare step's throughput in one process alone, then in two processes at once with
     the threads divided between them (segal's rule, ``segal.threads``), and two at once each taking
     every core.  Aim: each of two ≈ half of one alone.
+(e) ``--sections demo``: ``segal acquire recipes/demo.yaml`` end to end, alone and then two at once.
+    Aims: ≤ 100 s alone on 2 idle cores, ≤ 2× that for each of two.
 
 Every pair in (a)–(c) is timed interleaved, best of ``--repeats``, in one process, so a load that
 changes hits both alike; compare ratios, not absolute numbers across runs.
@@ -441,11 +443,43 @@ def bench_sharing(args) -> dict:
             "each_of_two_over_alone_all_cores": float(np.mean(greedy)) / alone}
 
 
+def _demo_runs(recipe: Path, count: int, tmp: Path, extra: list[str]) -> list[dict]:
+    """``count`` runs of ``segal acquire RECIPE`` started at once, each in its own directory, as a user
+    types it (each picks its own threads: segal's rule); wall time and final mIoU of each."""
+    procs = []
+    for k in range(count):
+        out = tmp / f"demo-{count}-{k}"
+        cmd = [sys.executable, "-c", "import sys; from segal.cli import main; sys.exit(main(sys.argv[1:]))",
+               "acquire", str(recipe), "--output-dir", str(out), "--quiet", *extra]  # the `segal` command's entry
+        procs.append((out, time.perf_counter(), subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                                                 text=True)))
+    results = []
+    for out, t0, p in procs:
+        _, err = p.communicate(timeout=3600)
+        if p.returncode:
+            raise RuntimeError(f"segal acquire failed ({p.returncode}): {err.strip().splitlines()[-1:]}")
+        cycles = sorted((out / "cycles").iterdir(), key=lambda d: int(d.name))
+        mious = [json.loads((c / "metrics.json").read_text())["miou"] for c in cycles]
+        results.append({"seconds": time.perf_counter() - t0, "miou": [round(100 * m, 2) for m in mious]})
+    return results
+
+
+def bench_demo(args, tmp: Path) -> dict:
+    """(e) The built-in demo end to end: alone, then two at once (the second segal process)."""
+    extra = ["--steps", "3", "--cycles", "1"] if args.quick else []
+    alone = _demo_runs(ROOT / "recipes" / "demo.yaml", 1, tmp, extra)[0]
+    pair = _demo_runs(ROOT / "recipes" / "demo.yaml", 2, tmp, extra)
+    return {"alone": alone, "two_at_once": pair,
+            "two_at_once_over_alone": max(r["seconds"] for r in pair) / alone["seconds"]}
+
+
 # ============================================================ report
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run")
-    parser.add_argument("--sections", default="scoring,vaal_training,task_step,sharing")
+    parser.add_argument("--sections", default="scoring,vaal_training,task_step,sharing",
+                        help="any of scoring, vaal_training, task_step, sharing, demo (the last: `segal acquire "
+                             "recipes/demo.yaml` alone and two at once, ≈ 4 min; not in the default)")
     parser.add_argument("--pool", type=int, help="VAAL pool images (paper-width default 1,843)")
     parser.add_argument("--vae-width", type=int, help="VAE first-layer channels at the paper's width (128)")
     parser.add_argument("--cpu-width", type=int, help="the CPU width of (b)'s second comparison (32)")
@@ -473,7 +507,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
-    unknown = set(args.sections) - {"scoring", "vaal_training", "task_step", "sharing"}
+    unknown = set(args.sections) - {"scoring", "vaal_training", "task_step", "sharing", "demo"}
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}")
     return args
@@ -544,6 +578,15 @@ def main(argv=None) -> dict:
                           f"(each {r['each_of_two_over_alone_divided']:.2f}× alone, aim ≈ 0.5); two at once, every core "
                           f"each: {', '.join(f'{v:.2f}' for v in r['two_all_cores_steps_per_s'])} "
                           f"({r['each_of_two_over_alone_all_cores']:.2f}×)")
+        if "demo" in args.sections:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                r = results["demo"] = bench_demo(args, Path(tmp))
+            console.print(f"(e) demo: alone {r['alone']['seconds']:.1f} s (aim ≤ 100 s on 2 idle cores), mIoU "
+                          f"{' → '.join(map(str, r['alone']['miou']))}; two at once "
+                          f"{', '.join(format(x['seconds'], '.1f') for x in r['two_at_once'])} s "
+                          f"({r['two_at_once_over_alone']:.2f}× alone, aim ≤ 2)")
         if args.out:
             atomic_write_json(args.out, results)
         return results

@@ -71,7 +71,13 @@ class TrainConfig:
 @dataclass
 class ActiveConfig:
     """The active-learning protocol: a size written as a float is a fraction of the pool (``0.1``, and
-    ``1.0`` = all of it), one written as an int is a count of images (``300``)."""
+    ``1.0`` = all of it), one written as an int is a count of images (``300``).
+
+    ``unit`` is what is acquired (whole images, or the regions of the ``regions:`` section); ``cost`` is
+    what ``budget`` and ``final`` count: images, labeled pixels (a float: a share of the pool's pixels)
+    or annotator clicks (a float: a share of the clicks that would label the whole pool).  ``initial``
+    always counts whole images, so image- and region-level runs can start from the same labeled set.
+    """
 
     initial: float | int = 0.1
     budget: float | int = 0.05
@@ -82,6 +88,20 @@ class ActiveConfig:
     oracle: Literal["simulated", "human"] = "simulated"
     initial_exclude_classes: list[int] = field(default_factory=list)  # biased initial pool study
     label_noise: float = 0.0  # noisy-oracle study: fraction of acquired labels corrupted
+    unit: Literal["image", "region"] = "image"
+    cost: Literal["images", "pixels", "clicks"] = "images"
+
+
+@dataclass
+class RegionsConfig:
+    """The regions a region-level run acquires (``active.unit: region``): computed once per pool image."""
+
+    method: Literal["slic", "grid"] = "slic"  # superpixels (scikit-image SLIC), or a square patch grid
+    segments: int = 400  # SLIC: about this many superpixels per image
+    compactness: float = 10.0  # SLIC: higher = squarer superpixels, lower = closer to colour edges
+    patch: int = 32  # grid: the patch side, in pixels at `resolution`
+    resolution: list[int] | None = None  # [H, W] the regions are computed at; null = the pool's mask size
+    oracle: Literal["precise", "dominant"] = "precise"  # a region's true pixels, or its majority class (one click)
 
 
 @dataclass
@@ -113,6 +133,7 @@ class Recipe:
     active: ActiveConfig = field(default_factory=ActiveConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    regions: RegionsConfig | None = None  # required by active.unit: region, refused otherwise
 
     @property
     def run_dir(self) -> Path:
@@ -172,6 +193,9 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if isinstance(value, float) and not math.isfinite(value) and float in typing.get_args(tp):
             return _coerce(value, float, key, source)  # the "finite number" message, not "float or int"
+        sections = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        if isinstance(value, dict) and sections:  # an optional section: its own key's error, not "X or null"
+            return _coerce(value, sections[0], key, source)
         for option in typing.get_args(tp):
             try:
                 return _coerce(value, option, key, source)
@@ -369,6 +393,8 @@ def _field_type(dotted: str, source: str) -> Any:
         tp = hints[part]
         if i == len(parts) - 1:
             return tp
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):  # an optional section such as `regions`
+            tp = next((a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)), tp)
         if dataclasses.is_dataclass(tp):
             cls = tp
         elif typing.get_origin(tp) is dict:
@@ -522,6 +548,29 @@ def validate(recipe: Recipe, source: str) -> None:
     if d.image_size is not None and (len(d.image_size) != 2 or min(d.image_size) <= 0):
         raise UserError("key 'data.image_size' must be [height, width]", path=source, fix="e.g. [128, 160]")
     _at_least(recipe.serve.retrain_every, 1, "serve.retrain_every", source, "set it to 1 or more, or null (= active.budget)")
+    _validate_regions(recipe, source)
+
+
+def _validate_regions(recipe: Recipe, source: str) -> None:
+    """``active.unit``, ``active.cost`` and the ``regions:`` section must describe one kind of run."""
+    a, r = recipe.active, recipe.regions
+    if a.unit == "region" and r is None:
+        raise UserError("active.unit is 'region' but the recipe has no regions: section", path=source,
+                        fix="add a regions: section, e.g. `regions: {method: slic, segments: 400}`")
+    if a.unit == "image" and r is not None:
+        raise UserError("the regions: section is unused: active.unit is 'image'", path=source,
+                        fix="set active.unit: region to acquire regions, or remove the regions: section")
+    if a.unit == "region" and a.cost == "images":
+        raise UserError("key 'active.cost' is 'images' but active.unit is 'region': regions are counted in "
+                        "pixels or clicks", path=source, fix="set active.cost: pixels (or clicks)")
+    if r is None:
+        return
+    _at_least(r.segments, 1, "regions.segments", source, "set it to 1 or more, e.g. 400")
+    _at_least(r.compactness, 0, "regions.compactness", source, "e.g. 10.0", strict=True)
+    _at_least(r.patch, 1, "regions.patch", source, "set it to 1 or more, e.g. 32")
+    if r.resolution is not None and (len(r.resolution) != 2 or min(r.resolution) <= 0):
+        raise UserError("key 'regions.resolution' must be [height, width]", path=source,
+                        fix="e.g. [360, 480], or null for the pool's own mask size")
 
 
 # `segal acquire --ceiling`: the same recipe trained once on the whole pool, no acquisition.  The

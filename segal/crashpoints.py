@@ -13,7 +13,7 @@ import signal
 
 ENV = "SEGAL_CRASH_AT"
 POINTS = ("train.step", "vaal.step", "score.batch", "predict.batch", "write.before_rename", "write.after_rename",
-          "import.move", "import.state")
+          "import.move", "import.state", "regions.chunk")
 _hits: dict[str, int] = {}
 
 

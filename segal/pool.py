@@ -9,6 +9,7 @@ readable, and a hand edit that makes it inconsistent is caught on load rather th
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ class PoolState:
     human: list[int] = field(default_factory=list)  # labeled with an imported mask (labels/<id>.png must exist)
     cycle: int = 0
     stage: str = "train"
+    # Region-level runs only: the pointer to the region labels file (segal.regions.state); absent in image-level
+    # runs, so their state.json is exactly what it always was.  ``labeled`` then holds the images touched.
+    regions: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ views
     def labeled_indices(self) -> np.ndarray:
@@ -90,6 +94,7 @@ class PoolState:
             "pending": self.pending,
             "labeled": {str(k): v for k, v in sorted(self.labeled.items())},
             **({"human": sorted(self.human)} if self.human else {}),  # absent in runs without imports
+            **({"regions": self.regions} if self.regions is not None else {}),  # absent in image-level runs
         }
 
     def save(self, path: Path) -> None:
@@ -121,6 +126,7 @@ class PoolState:
                 human=[int(i) for i in raw.get("human", [])],  # states written before imports were recorded lack it
                 cycle=int(raw["cycle"]),
                 stage=str(raw["stage"]),
+                regions=raw.get("regions"),  # checked with the rest below
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UserError(f"state file is malformed ({exc})", path=path, fix="restore it from a backup") from None
@@ -150,5 +156,37 @@ class PoolState:
             raise bad("pending indices are out of range or duplicated")
         if any(k > self.cycle for k in self.labeled):
             raise bad("images labeled in a future cycle")
+        if self.regions is not None:
+            why = region_pointer_problem(self.regions, self.cycle)
+            if why:
+                raise bad(f"the 'regions' entry {why}")
+            return  # budgets count the run's cost unit, not images: segal.regions.state checks the labels file
         if self.stage in ("train", "evaluate", "acquire") and len(labeled) != self.budgets[self.cycle]:
             raise bad(f"{len(labeled)} labeled images but cycle {self.cycle} expects {self.budgets[self.cycle]}")
+
+
+REGION_FILE_PATTERN = r"regions-labels-[0-9a-f]{16}\.npy"  # content-addressed, next to state.json
+REGION_POINTER_KEYS = ("file", "sha256", "num_regions", "maps", "labeled", "pending")
+
+
+def region_pointer_problem(pointer: object, cycle: int) -> str | None:
+    """What is wrong with the shape of state.json's ``regions`` entry (``None``: nothing).
+
+    Only its shape: whether the file it names holds what it says is checked on load by
+    :func:`segal.regions.state.load_region_labels`, which reads that file.
+    """
+    if not isinstance(pointer, dict) or sorted(pointer) != sorted(REGION_POINTER_KEYS):
+        return f"must hold exactly the keys {', '.join(REGION_POINTER_KEYS)}"
+    if not isinstance(pointer["file"], str) or not re.fullmatch(REGION_FILE_PATTERN, pointer["file"]):
+        return f"names the file {pointer['file']!r}, not one segal writes (regions-labels-<hash>.npy)"
+    for key, length in (("sha256", 64), ("maps", 16)):
+        if not isinstance(pointer[key], str) or not re.fullmatch(f"[0-9a-f]{{{length}}}", pointer[key]):
+            return f"has a malformed '{key}'"
+    counts = [pointer["num_regions"], pointer["pending"], *(pointer["labeled"] if isinstance(pointer["labeled"], list) else [None])]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+        return "has counts that are not whole numbers ≥ 0"
+    if len(pointer["labeled"]) > cycle + 1:
+        return "counts regions labeled in a future cycle"
+    if sum(pointer["labeled"]) + pointer["pending"] > pointer["num_regions"]:
+        return "counts more labeled and pending regions than the pool holds"
+    return None

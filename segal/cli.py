@@ -89,6 +89,8 @@ _EVENT_TEXT = {
     "evaluated": "cycle {cycle}: evaluated with {labeled} labeled images",
     "acquired": "cycle {cycle}: acquired {count} images in {seconds}s",
     "labeled": "cycle {cycle}: {count} images labeled by the {oracle} oracle",
+    "regions_acquired": "cycle {cycle}: acquired {count} regions in {seconds}s",
+    "regions_labeled": "cycle {cycle}: {count} regions labeled by the simulated {oracle} oracle",
     "sweep_run": "sweep {index}/{total}: [bold]{strategy}[/] seed {seed} → {dir}",
     "sweep_skip": "sweep {index}/{total}: {strategy} seed {seed} already finished, skipped",
     "awaiting_labels": "cycle {cycle}: {pending} images wait for labels — run `segal export`, label them, then `segal import`",

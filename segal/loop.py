@@ -26,6 +26,7 @@ from segal.fileio import atomic_write_json, read_json
 from segal.oracle import OracleView
 from segal.pool import PoolState
 from segal.progress import Progress
+from segal.region_loop import RegionSteps
 from segal.runs import Run
 from segal.strategies import make_strategy
 from segal.strategies.context import build_context
@@ -48,9 +49,14 @@ def _seed(*parts: int) -> int:
     return int(np.random.default_rng(list(parts)).integers(2**31 - 1))
 
 
-def initial_selection(run: Run, state: PoolState, progress: Progress | None = None) -> np.ndarray:
-    """The random initial labeled set, optionally biased by leaving out classes (the paper's study)."""
+def initial_selection(run: Run, state: PoolState, progress: Progress | None = None,
+                      count: int | None = None) -> np.ndarray:
+    """The random initial labeled set, optionally biased by leaving out classes (the paper's study).
+
+    ``count`` images (default ``state.budgets[0]``, which a region run's budgets do not count in images):
+    a region run with the same seed and ``active.initial`` starts from the same images."""
     pool, a = run.pool, run.recipe.active
+    count = state.budgets[0] if count is None else count
     candidates = np.arange(len(pool))
     if a.initial_exclude_classes:
         excluded = set(a.initial_exclude_classes)
@@ -61,13 +67,13 @@ def initial_selection(run: Run, state: PoolState, progress: Progress | None = No
             if not present & excluded:
                 keep.append(i)
         candidates = np.asarray(keep, dtype=np.int64)
-        if len(candidates) < state.budgets[0]:
+        if len(candidates) < count:
             raise UserError(
-                f"only {len(candidates)} images avoid classes {sorted(excluded)}, the initial set needs {state.budgets[0]}",
+                f"only {len(candidates)} images avoid classes {sorted(excluded)}, the initial set needs {count}",
                 fix="exclude fewer classes or lower active.initial",
             )
     rng = np.random.default_rng([run.recipe.seed, 0x1417])
-    return np.sort(rng.choice(candidates, size=state.budgets[0], replace=False))
+    return np.sort(rng.choice(candidates, size=count, replace=False))
 
 
 def class_histogram(pool: Dataset, indices: np.ndarray) -> dict[str, float]:
@@ -96,6 +102,8 @@ class ActiveLoop:
         a = run.recipe.active
         self.strategy = make_strategy(a.strategy, a.strategy_params, str(run.dir / "recipe.yaml"))
         self.model: nn.Module | None = None  # this cycle's trained network, once trained or reloaded
+        # active.unit: region — the region half of each stage (segal.region_loop); None in image runs
+        self.regions = RegionSteps(run, self.progress) if a.unit == "region" else None
         self._stages: dict[str, Callable[[PoolState, int, Path], None]] = {
             "train": self._train_stage,
             "evaluate": self._evaluate_stage,
@@ -145,10 +153,15 @@ class ActiveLoop:
             previous = run.cycle_dir(cycle - 1) / "task.pt"
             apply_state_dict(model, load_checkpoint(previous), previous)
             cfg = cycle_schedule(cfg, warm=True)
-        view = self.oracle_view(state)
+        view: Dataset
+        if self.regions is None:
+            view = self.oracle_view(state)
+            data = self.training_view(view)
+        else:  # partial masks cut from the ground truth, which the training-input cache may hold (it never changes)
+            view = data = self.regions.training_view(cycle, self.training_view(run.pool))
         require_labeled_pixels(view, state.labeled_indices())  # all-void masks would train to a NaN loss
         result = train(
-            model, self.training_view(view), state.labeled_indices(), cfg, compute=run.compute, seed=_seed(run.recipe.seed, cycle, 11),
+            model, data, state.labeled_indices(), cfg, compute=run.compute, seed=_seed(run.recipe.seed, cycle, 11),
             checkpoint=cdir / "train_state.pt", progress=self.progress,
             description=f"cycle {cycle}: training on {state.num_labeled} images",
             tracker=self.tracker.sub(f"train/cycle_{cycle}"),
@@ -182,12 +195,18 @@ class ActiveLoop:
                     state.stage = "acquire"
                 state.budgets = new_budgets if len(new_budgets) > state.cycle else state.budgets
                 run.save_state(state)
+            if self.regions is not None:
+                self.regions.resume(state)
             self._event("resume", cycle=state.cycle, stage=state.stage)
             self._replay_tracking(state)
         else:
             state = run.new_state()
-            state.add_labeled(initial_selection(run, state, self.progress), cycle=0)
-            run.save_state(state)
+            if self.regions is None:
+                state.add_labeled(initial_selection(run, state, self.progress), cycle=0)
+                run.save_state(state)
+            else:  # the initial whole images: every region of them, labeled in cycle 0
+                count = run.region_plan().initial_images
+                self.regions.start(state, initial_selection(run, state, self.progress, count=count))
             self._event("start", pool=state.size, budgets=state.budgets, strategy=run.recipe.active.strategy)
         cycles_done = 0
         while state.stage != "done":
@@ -248,6 +267,9 @@ class ActiveLoop:
                            seed=run.recipe.seed, eval_seconds=round(time.perf_counter() - t0, 2),
                            train_seconds=train_info.get("seconds"), test_size=len(run.test),
                            segal_version=__version__)
+            if self.regions is not None:  # the cost axes; "fraction" becomes the share of the pool's pixels
+                metrics.update(self.regions.cost_metrics(cycle))
+                metrics["fraction"] = metrics["cost"]["pixel_share"]
             atomic_write_json(metrics_path, metrics)
             self._event("evaluated", cycle=cycle, labeled=state.num_labeled,
                         **{k: metrics[k] for k in ("miou", "accuracy") if k in metrics})
@@ -257,7 +279,11 @@ class ActiveLoop:
 
     def _acquire_stage(self, state: PoolState, cycle: int, cdir: Path) -> None:
         queries_path = cdir / "queries.json"
-        if not queries_path.exists():
+        if not queries_path.exists() and self.regions is not None:
+            t0 = time.perf_counter()
+            count = self.regions.acquire(state, cycle, queries_path, lambda: self._model_of(state, cycle))
+            self._event("regions_acquired", cycle=cycle, count=count, seconds=round(time.perf_counter() - t0, 2))
+        elif not queries_path.exists():
             self._acquire(state, cycle, queries_path)
         self._track_acquisition(cycle)
         state.stage = "label"
@@ -265,6 +291,11 @@ class ActiveLoop:
 
     def _label_stage(self, state: PoolState, cycle: int, cdir: Path) -> None:
         run = self.run
+        if self.regions is not None:
+            count = self.regions.label(state, cycle, cdir / "queries.json")
+            self.model = None
+            self._event("regions_labeled", cycle=cycle, count=count, oracle=run.region_oracle)
+            return
         chosen = read_json(cdir / "queries.json")["indices"]
         if run.recipe.active.oracle == "human":
             state.add_pending(chosen)

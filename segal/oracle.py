@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segal.data.base import Dataset, read_label_png
+from segal.data.base import Dataset, DatasetView, read_label_png
 from segal.errors import UserError
 
 
@@ -41,32 +41,18 @@ def corrupt_label(target: np.ndarray | int, num_classes: int, seed: int, image_i
     return perm[target].astype(np.uint8)
 
 
-class OracleView(Dataset):
+class OracleView(DatasetView):
     """The pool as the task network sees it: same images, the oracle's labels."""
 
     def __init__(self, pool: Dataset, overrides: dict[str, Path] | None = None, noisy: set[int] | None = None,
                  noise_seed: int = 0):
-        self.pool = pool
-        self.classes = pool.classes
-        self.task = pool.task
+        super().__init__(pool)
         self.overrides = overrides or {}
         self.noisy = noisy or set()
         self.noise_seed = noise_seed
 
-    def __len__(self) -> int:
-        return len(self.pool)
-
-    def image_id(self, index: int) -> str:
-        return self.pool.image_id(index)
-
-    def image_path(self, index: int):
-        return self.pool.image_path(index)
-
     def target_path(self, index: int):
         return self.overrides.get(self.pool.image_id(index)) or self.pool.target_path(index)
-
-    def load_image(self, index: int) -> np.ndarray:
-        return self.pool.load_image(index)
 
     def load_target(self, index: int):
         image_id = self.pool.image_id(index)

@@ -11,6 +11,8 @@ Layout::
       cycles/<k>/task.pt       the task network trained at budget k (weights only)
       cycles/<k>/metrics.json  mIoU / accuracy, per-class scores, labeled count and %, timings
       cycles/<k>/queries.json  the ids chosen after cycle k, their scores and the strategy's diagnostics
+      regions/                 region-level runs: the pool's region maps (segal.regions.cache)
+      regions-labels-<h>.npy   region-level runs: each region's label status, named by state.json
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -32,19 +34,24 @@ from segal.config import Recipe, from_dict, plan_budgets, read_yaml_file, to_dic
 from segal.data import DATASETS
 from segal.data.base import Dataset, read_label_png
 from segal.device import Compute, amp_enabled, resolve_device
-from segal.distributed import is_main, local_device
+from segal.distributed import barrier, is_main, local_device
 from segal.errors import UserError
 from segal.fileio import atomic_write_bytes, fingerprint, get_dotted
 from segal.models import MODELS
 from segal.pool import PoolState
 from segal.preflight import check_model
+from segal.regions.budget import CostPlan, plan_cost
+from segal.regions.cache import RegionCache
+from segal.regions.maps import RegionSpec, region_shape
 from segal.runlock import RunLock
-from segal.strategies import make_strategy
+from segal.strategies import make_region_strategy, make_strategy
 from segal.tracking import require_tensorboard
 
 # Keys that define an experiment: a resumed run must agree with its recipe on these.
 IDENTITY_KEYS = ("task", "seed", "data.dataset", "data.train_split", "data.image_size", "model.name",
                  "model.encoder", "active.initial", "active.budget", "active.strategy")
+# ... and for region-level runs (compared only when either recipe is one: older image runs lack the keys).
+REGION_IDENTITY_KEYS = ("active.unit", "active.cost", "regions")
 
 
 @dataclass
@@ -57,6 +64,8 @@ class Run:
     lock: RunLock | None = field(default=None, repr=False)  # held by a command that changes the run
     _pool: Dataset | None = field(default=None, repr=False)
     _test: Dataset | None = field(default=None, repr=False)
+    _regions: RegionCache | None = field(default=None, repr=False)
+    _clicks: np.ndarray | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ files
     def take_lock(self) -> None:
@@ -157,10 +166,61 @@ class Run:
         apply_state_dict(model, load_checkpoint(path), path)
         return model
 
+    # ------------------------------------------------------------------ regions (active.unit: region)
+    @property
+    def region_spec(self) -> RegionSpec:
+        r = self.recipe.regions
+        if r is None:
+            raise ValueError("an image-level run has no regions")
+        return RegionSpec(method=r.method, segments=r.segments, compactness=r.compactness, patch=r.patch,
+                          resolution=None if r.resolution is None else (int(r.resolution[0]), int(r.resolution[1])))
+
+    @property
+    def region_oracle(self) -> Literal["precise", "dominant"]:
+        """How the simulated oracle labels a region (``regions.oracle``)."""
+        if self.recipe.regions is None:
+            raise ValueError("an image-level run has no regions")
+        return self.recipe.regions.oracle
+
+    def region_cache(self, progress: Any = None) -> RegionCache:
+        """The pool's region maps under ``regions/``: built (or resumed) by rank 0, then opened by every rank."""
+        if self._regions is None:
+            directory = self.dir / "regions"
+            if is_main():
+                RegionCache.build(self.pool, self.region_spec, directory, progress)
+            barrier()
+            self._regions = RegionCache.open(directory)
+        return self._regions
+
+    def region_clicks(self, progress: Any = None) -> np.ndarray:
+        """Clicks of labeling each region with the run's simulated oracle (segal.regions.training)."""
+        if self._clicks is None:
+            from segal.regions.training import region_clicks
+
+            self._clicks = region_clicks(self.pool, self.region_cache(progress), self.region_oracle, progress)
+        return self._clicks
+
+    def region_plan(self) -> CostPlan:
+        """How a region run spends (segal.regions.budget.plan_cost): pixels count at the regions' resolution.
+
+        A pixel budget needs only the maps' shape; a click budget counts the clicks of the whole pool,
+        which needs the region maps (built here if they are not yet)."""
+        a, pool = self.recipe.active, self.pool
+        if a.cost == "clicks":
+            total = int(self.region_clicks().sum())
+        else:
+            h, w = region_shape(self.region_spec, pool.load_image(0).shape)
+            total = len(pool) * h * w
+        return plan_cost(a, len(pool), total, self.source or str(self.dir / "recipe.yaml"))
+
     # ------------------------------------------------------------------ state
     def new_state(self) -> PoolState:
         pool = self.pool
-        budgets = plan_budgets(self.recipe.active, len(pool), self.source or str(self.dir / "recipe.yaml"))
+        if self.recipe.active.unit == "region":  # budgets[k]: the cost units acquired by regions up to cycle k
+            plan = self.region_plan()
+            budgets = [k * plan.per_cycle for k in range(plan.cycles + 1)]
+        else:
+            budgets = plan_budgets(self.recipe.active, len(pool), self.source or str(self.dir / "recipe.yaml"))
         return PoolState(size=len(pool), budgets=budgets, seed=self.recipe.seed, pool_fingerprint=fingerprint(pool.ids))
 
     def load_state(self) -> PoolState:
@@ -252,6 +312,8 @@ def start_run(recipe: Recipe, recipe_source: str) -> Run:
     DATASETS.get(recipe.data.dataset)  # fail on unknown names before anything is written
     MODELS.get(recipe.model.name)
     make_strategy(recipe.active.strategy, recipe.active.strategy_params, recipe_source)  # bad params fail here
+    if recipe.active.unit == "region":
+        check_region_run(recipe, recipe_source)
     if recipe.log.tensorboard:
         require_tensorboard(recipe_source)
     run_dir = recipe.run_dir
@@ -267,7 +329,9 @@ def start_run(recipe: Recipe, recipe_source: str) -> Run:
                 f"{recipe.data.test_split!r} would mix two test sets in one learning curve", path=recipe_source,
                 fix=f"set data.test_split back to {old_test!r} to continue; score another split with "
                     f"`segal evaluate {run_dir} --split {recipe.data.test_split}`")
-        changed = [k for k in IDENTITY_KEYS if get_dotted(old, k) != get_dotted(new, k)]
+        keys = IDENTITY_KEYS + (REGION_IDENTITY_KEYS if "region" in (get_dotted(old, "active.unit"),
+                                                                    recipe.active.unit) else ())
+        changed = [k for k in keys if get_dotted(old, k) != get_dotted(new, k)]
         if changed:
             raise UserError(
                 f"{run_dir} holds a run of a different experiment ({', '.join(changed)} differ)",
@@ -290,6 +354,20 @@ def start_run(recipe: Recipe, recipe_source: str) -> Run:
         run.close()
         raise
     return run
+
+
+def check_region_run(recipe: Recipe, source: str) -> None:
+    """What a region-level run cannot do yet, refused before anything is written."""
+    a = recipe.active
+    if a.oracle == "human":
+        raise UserError("region-level runs are simulated-only for now: exporting regions to annotators and "
+                        "importing their labels is not built yet", path=source,
+                        fix="set active.oracle: simulated (regions.oracle: precise or dominant), or active.unit: image")
+    if a.label_noise > 0:
+        raise UserError("active.label_noise corrupts whole images, so it has no meaning in a region-level run",
+                        path=source, fix="set active.label_noise: 0; regions.oracle: dominant measures the noise "
+                                         "of one-click region labels instead")
+    make_region_strategy(a.strategy, a.strategy_params, source)
 
 
 def load_override_mask(path: Path) -> np.ndarray:

@@ -55,6 +55,8 @@ def is_finished(run_dir: Path, recipe) -> bool:
     state_path = run_dir / "state.json"
     if not state_path.is_file():
         return False
+    if recipe.active.unit == "region":  # budgets in pixels or clicks need the data: a resume checks (quickly)
+        return False
     state = PoolState.load(state_path)
     return state.stage == "done" and plan_budgets(recipe.active, state.size, str(run_dir / "recipe.yaml")) == state.budgets
 

@@ -21,10 +21,10 @@ LAYERS: list[tuple[str, set[str]]] = [
                 "segal.registry", "segal.metrics", "segal.threads", "segal.runlock", "segal.fileio",
                 "segal.device", "segal.checkpoint"}),
     ("definitions", {"segal.config", "segal.data", "segal.data.", "segal.models", "segal.models.",
-                     "segal.oracle", "segal.pool"}),
+                     "segal.oracle", "segal.pool", "segal.regions", "segal.regions."}),
     ("machinery", {"segal.engine", "segal.strategies", "segal.strategies.", "segal.interchange",
                    "segal.interchange."}),
-    ("run", {"segal.runs", "segal.preflight", "segal.loop"}),
+    ("run", {"segal.runs", "segal.preflight", "segal.loop", "segal.region_loop"}),
     ("commands", {"segal.evaluate", "segal.human", "segal.select", "segal.sweep", "segal.report",
                   "segal.results", "segal.serve", "segal.serve.", "segal.cli", "segal.__main__"}),
 ]

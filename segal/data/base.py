@@ -84,6 +84,37 @@ class Dataset(abc.ABC):
         return [self.image_id(i) for i in range(len(self))]
 
 
+class DatasetView(Dataset):
+    """``pool`` seen through a layer that changes some of what it returns (the oracle's labels, a
+    region run's partial masks): every method forwards to ``pool`` until the layer overrides it."""
+
+    def __init__(self, pool: Dataset):
+        self.pool = pool
+        self.classes = pool.classes
+        self.task = pool.task
+
+    def __len__(self) -> int:
+        return len(self.pool)
+
+    def image_id(self, index: int) -> str:
+        return self.pool.image_id(index)
+
+    def image_path(self, index: int) -> Path | None:
+        return self.pool.image_path(index)
+
+    def target_path(self, index: int) -> Path | None:
+        return self.pool.target_path(index)
+
+    def group(self, index: int) -> str | None:
+        return self.pool.group(index)
+
+    def load_image(self, index: int) -> np.ndarray:
+        return self.pool.load_image(index)
+
+    def load_target(self, index: int):
+        return self.pool.load_target(index)
+
+
 DatasetBuilder = Callable[..., Dataset]
 DATASETS: Registry[DatasetBuilder] = Registry("dataset")
 
@@ -171,7 +202,7 @@ def decode_mask(stored: np.ndarray, lut: np.ndarray, path: Path | str) -> np.nda
     return mapped.astype(np.uint8)
 
 
-def require_labeled_pixels(dataset: Dataset, indices: Sequence[int], what: str = "labeled set",
+def require_labeled_pixels(dataset: Dataset, indices: Sequence[int] | np.ndarray, what: str = "labeled set",
                            consequence: str = "there is nothing to train on") -> None:
     """Fail unless some mask of ``indices`` holds a pixel that is not ignore.
 

@@ -12,11 +12,14 @@ from segal.strategies import (  # noqa: F401  (registration)
     mc_dropout,
     qbc,
     random,
+    region_random,
+    region_uncertainty,
     suggestive,
     uncertainty,
     vaal,  # noqa: F401  (registration)
 )
 from segal.strategies.base import STRATEGIES, AcquisitionContext, Selection, Strategy
+from segal.strategies.region_base import REGION_STRATEGIES, RegionStrategy
 
 
 def make_strategy(name: str, params: Mapping[str, Any], source: str,
@@ -36,6 +39,22 @@ def make_strategy(name: str, params: Mapping[str, Any], source: str,
             raise
         raise UserError(str(exc), path=source) from None  # a value check in Params names no file
     return cls(checked)
+
+
+def make_region_strategy(name: str, params: Mapping[str, Any], source: str) -> RegionStrategy:
+    """The region-level variant of strategy ``name`` (``active.unit: region``), its ``params`` checked as
+    :func:`make_strategy` checks them; a strategy without one is a UserError naming those that have one."""
+    if name not in REGION_STRATEGIES:
+        raise UserError(f"strategy {name!r} has no region-level variant yet (active.unit is 'region')", path=source,
+                        fix=f"with active.unit: region use one of {', '.join(REGION_STRATEGIES.names())}")
+    cls = REGION_STRATEGIES.get(name)
+    taken = [f.name for f in dataclasses.fields(cls.Params)]
+    unknown = sorted(set(params) - set(taken))
+    if unknown:
+        raise UserError(f"unknown key 'active.strategy_params.{unknown[0]}': region strategy {name!r} has no such "
+                        "parameter", path=source,
+                        fix=f"remove it; {name} takes " + (", ".join(sorted(taken)) if taken else "no parameters"))
+    return cls(from_dict(cls.Params, dict(params), source, prefix="active.strategy_params."))
 
 
 def check_strategy_params(name: str, params: Mapping[str, Any], source: str, sets: Mapping[str, Any]) -> Strategy:
@@ -67,5 +86,5 @@ def label_first(strategy: str, score: float) -> float:
     return 1.0 - score if cls is not None and cls.lowest_first else score
 
 
-__all__ = ["STRATEGIES", "AcquisitionContext", "Selection", "Strategy", "check_strategy_params", "label_first",
-           "make_strategy"]
+__all__ = ["REGION_STRATEGIES", "STRATEGIES", "AcquisitionContext", "RegionStrategy", "Selection", "Strategy",
+           "check_strategy_params", "label_first", "make_region_strategy", "make_strategy"]

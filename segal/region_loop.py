@@ -1,0 +1,164 @@
+"""The region half of the active-learning loop (``active.unit: region``), simulated oracle only.
+
+:class:`segal.loop.ActiveLoop` runs the same stages for both units; in a region run it hands these
+steps to :class:`RegionSteps`:
+
+* **start** — the pool's region maps are built (or opened) under ``<run>/regions/``, and the initial
+  whole images (the same ones an image-level run with the same seed starts from) are labeled: every
+  region of them, in cycle 0;
+* **train** — on the images touched, through :class:`~segal.regions.training.RegionTrainingView`: the
+  partial masks of the ``regions.oracle``, unlabeled pixels ignored by the loss;
+* **evaluate** — as image runs, plus the cost ledger (images touched, regions, pixels, pixel share,
+  clicks) and, for the dominant oracle, its label noise;
+* **acquire** — the region strategy scores every unlabeled region; regions are taken greedily in
+  score order while they fit the cycle's budget in ``active.cost`` units, and written to
+  ``queries.json`` before the state moves on;
+* **label** — the simulated oracle labels them; labels and state are saved together
+  (:func:`~segal.regions.state.save_region_state`), so a SIGKILL at any moment resumes to the same run.
+
+This module does not import :mod:`segal.loop` (which imports it): what it needs from the loop, the
+cycle's network, comes in as a callable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from segal.data.base import Dataset
+from segal.distributed import is_main
+from segal.errors import UserError
+from segal.fileio import atomic_write_json, read_json
+from segal.pool import PoolState
+from segal.progress import Progress
+from segal.regions.budget import CostLedger, select_under_budget, unit_costs
+from segal.regions.state import FILE_PREFIX, RegionLabels, load_region_labels, save_region_state
+from segal.regions.training import RegionTrainingView, class_shares, labeled_noise
+from segal.runs import Run
+from segal.strategies import make_region_strategy
+from segal.strategies.context import build_context
+from segal.strategies.region_base import RegionContext
+
+
+class RegionSteps:
+    """The region-level parts of one run's loop: its cache, its region labels and its strategy."""
+
+    def __init__(self, run: Run, progress: Progress):
+        self.run, self.progress = run, progress
+        a = run.recipe.active
+        self.strategy = make_region_strategy(a.strategy, a.strategy_params, str(run.dir / "recipe.yaml"))
+        self.oracle = run.region_oracle
+        self._labels: RegionLabels | None = None
+
+    @property
+    def labels(self) -> RegionLabels:
+        if self._labels is None:
+            raise RuntimeError("the region labels are read by start() or resume() first")
+        return self._labels
+
+    # ------------------------------------------------------------------ start and resume
+    def start(self, state: PoolState, initial_images: np.ndarray) -> None:
+        """Label every region of ``initial_images`` in cycle 0 and save the first region state."""
+        cache = self.run.region_cache(self.progress)
+        labels = RegionLabels.empty(cache.offsets)
+        labels.add_labeled(labels.regions_of(initial_images), cycle=0)
+        save_region_state(state, labels, self.run.state_path)
+        self._labels = labels
+
+    def resume(self, state: PoolState) -> None:
+        """Read the region labels ``state`` names, checked against it and against the region maps."""
+        if state.regions is None:
+            raise UserError("the recipe says active.unit: region but this run's state.json is of an image-level run",
+                            path=self.run.state_path,
+                            fix="restore active.unit: image in the recipe, or start a new run with --output-dir")
+        cache = self.run.region_cache(self.progress)
+        self._labels = load_region_labels(state, self.run.state_path, cache.offsets)
+        if is_main():  # a kill between state.json's rename and the deletion of the older labels file left it
+            for old in self.run.dir.glob(f"{FILE_PREFIX}*.npy"):
+                if old.name != state.regions["file"]:
+                    old.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ train and evaluate
+    def training_view(self, cycle: int, source: Dataset | None = None) -> RegionTrainingView:
+        """The pool with the partial masks of the regions labeled through ``cycle``, cut from the images and
+        ground truth of ``source`` (default: the pool; the loop hands in its training-input cache when
+        ``data.cache`` is on: it stores the ground truth, which never changes, shrunk as image runs train on)."""
+        return RegionTrainingView(source if source is not None else self.run.pool, self.run.region_cache(),
+                                  self.labels, self.oracle, cycle)
+
+    def cost_metrics(self, cycle: int) -> dict[str, Any]:
+        """What ``metrics.json`` of ``cycle`` adds in a region run: the cost ledger, and the dominant oracle's noise."""
+        cache = self.run.region_cache()
+        ledger = CostLedger.of(self.labels, cache.area, self.run.region_clicks(self.progress), cycle)
+        out: dict[str, Any] = {"unit": "region", "oracle": self.oracle, "cost": ledger.to_json()}
+        if self.oracle == "dominant":
+            wrong, labeled = labeled_noise(self.run.pool, cache, self.labels, cycle)
+            out["label_noise"] = {"wrong_pixels": wrong, "labeled_pixels": labeled,
+                                  "share": wrong / labeled if labeled else 0.0}
+        return out
+
+    # ------------------------------------------------------------------ acquire and label
+    def acquire(self, state: PoolState, cycle: int, queries_path: Path, model_of: Callable[[], nn.Module]) -> int:
+        """Score the unlabeled regions, take them under the cycle's budget, write ``queries.json``; returns the count."""
+        run, labels, cache = self.run, self.labels, self.run.region_cache()
+        budget = state.budgets[cycle + 1] - state.budgets[cycle]
+        candidates = labels.unlabeled_regions()
+        if not len(candidates):
+            raise UserError(f"cycle {cycle} has a budget to spend but every region of the pool is labeled",
+                            path=run.dir / "recipe.yaml", fix="lower active.budget, active.final or active.cycles")
+        model = model_of() if self.strategy.needs_model else None
+        images = np.unique(labels.image_of(candidates))
+        base = build_context(
+            run.pool, state.labeled_indices(), budget, unlabeled=images, num_classes=run.num_classes,
+            compute=run.compute, cycle=cycle, seed=run.recipe.seed, model=model, progress=self.progress,
+            workdir=run.cycle_dir(cycle), cache_dir=run.dir / "cache",
+        )
+        t0 = time.perf_counter()
+        scores = np.asarray(self.strategy.score(RegionContext(base, cache, labels, candidates)), dtype=np.float64)
+        if scores.shape != candidates.shape or not np.isfinite(scores).all():
+            raise RuntimeError(f"region strategy {self.strategy.name} returned {scores.shape} scores for "
+                               f"{len(candidates)} regions, or non-finite ones")
+        kind = run.recipe.active.cost
+        clicks = run.region_clicks(self.progress)
+        cost = unit_costs(kind, cache.area[candidates], clicks[candidates])
+        chosen = select_under_budget(candidates, scores, cost, budget)
+        seconds = time.perf_counter() - t0
+        position = np.searchsorted(candidates, chosen)
+        touched = np.unique(labels.image_of(chosen))
+        atomic_write_json(queries_path, {
+            "cycle": cycle,
+            "strategy": self.strategy.name,
+            "unit": "region",
+            "cost": kind,
+            "budget": budget,
+            "spent": int(cost[position].sum()),
+            "regions": chosen.tolist(),  # global region ids, best first
+            "indices": touched.tolist(),  # the images they lie in
+            "ids": [run.pool.image_id(int(i)) for i in touched],
+            "scores": scores[position].tolist(),
+            "seconds": round(seconds, 3),
+            "diagnostics": {"candidates": len(candidates), "pool_score_mean": float(scores.mean()),
+                            "pool_score_std": float(scores.std()),
+                            "class_histogram": class_shares(run.pool, cache, chosen)},
+        })
+        return len(chosen)
+
+    def label(self, state: PoolState, cycle: int, queries_path: Path) -> int:
+        """The simulated oracle labels the queried regions in cycle ``cycle + 1``; labels and state saved together."""
+        chosen = read_json(queries_path)["regions"]
+        labels = self.labels
+        fresh = RegionLabels(labels.offsets, labels.status.copy())  # the saved labels stay intact on a failure
+        fresh.add_labeled(chosen, cycle=cycle + 1)
+        state.cycle = cycle + 1
+        state.stage = "train"
+        save_region_state(state, fresh, self.run.state_path)
+        self._labels = fresh
+        return len(chosen)
+
+
+__all__ = ["RegionSteps"]

@@ -190,7 +190,8 @@ def cmd_acquire(args: argparse.Namespace) -> int:
     sets = parse_set(args.set)
     # a run's recipe.yaml keeps data.root absolute; a relative one there is from an older segal: the cwd's
     recipe = load_recipe(recipe_path, overrides, sets, warnings, root_base=Path.cwd() if run_dir else None)
-    check_strategy_params(recipe.active.strategy, recipe.active.strategy_params, str(recipe_path), sets)
+    if recipe.active.unit != "region":  # start_run checks a region strategy's (it may have no image variant)
+        check_strategy_params(recipe.active.strategy, recipe.active.strategy_params, str(recipe_path), sets)
     warnings += _steps_note(args, recipe)
     for warning in warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
@@ -219,10 +220,13 @@ def _steps_note(args: argparse.Namespace, recipe) -> list[str]:
     """``--steps`` sizes the task network only: say so when the strategy trains networks of its own (VAAL)."""
     import dataclasses
 
-    from segal.strategies import STRATEGIES
+    from segal.strategies import REGION_STRATEGIES, STRATEGIES
 
     strategy = recipe.active.strategy
-    taken = {f.name for f in dataclasses.fields(STRATEGIES.get(strategy).Params)}
+    registry = REGION_STRATEGIES if recipe.active.unit == "region" else STRATEGIES
+    if strategy not in registry:
+        return []  # start_run refuses it, naming the recipe
+    taken = {f.name for f in dataclasses.fields(registry.get(strategy).Params)}
     if args.steps is None or "steps" not in taken or recipe.active.strategy_params.get("steps") is not None:
         return []
     return [f"--steps sizes the task network only; {strategy} trains its own networks for "

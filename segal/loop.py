@@ -100,7 +100,9 @@ class ActiveLoop:
         self.tracking = run.recipe.log.tensorboard and is_main()  # TensorBoard events (segal.tracking)
         self.tracker = open_tracker(run.dir, self.tracking)
         a = run.recipe.active
-        self.strategy = make_strategy(a.strategy, a.strategy_params, str(run.dir / "recipe.yaml"))
+        # a region run's strategy is self.regions.strategy: its name may have no image variant (class_balanced)
+        self.strategy = None if a.unit == "region" else make_strategy(a.strategy, a.strategy_params,
+                                                                      str(run.dir / "recipe.yaml"))
         self.model: nn.Module | None = None  # this cycle's trained network, once trained or reloaded
         # active.unit: region — the region half of each stage (segal.region_loop); None in image runs
         self.regions = RegionSteps(run, self.progress) if a.unit == "region" else None
@@ -315,6 +317,7 @@ class ActiveLoop:
         if budget > len(unlabeled):
             raise UserError(f"cycle {cycle} needs {budget} images but only {len(unlabeled)} are unlabeled",
                             path=run.dir / "recipe.yaml", fix="lower active.budget or active.final")
+        assert self.strategy is not None, "image-level acquisition in a region run"
         model = self._model_of(state, cycle) if self.strategy.needs_model else None
         ctx = build_context(
             run.pool, state.labeled_indices(), budget, unlabeled=unlabeled, num_classes=run.num_classes,

@@ -311,9 +311,10 @@ def start_run(recipe: Recipe, recipe_source: str) -> Run:
     """Create the run directory, or reopen it after checking it holds the same experiment."""
     DATASETS.get(recipe.data.dataset)  # fail on unknown names before anything is written
     MODELS.get(recipe.model.name)
-    make_strategy(recipe.active.strategy, recipe.active.strategy_params, recipe_source)  # bad params fail here
-    if recipe.active.unit == "region":
-        check_region_run(recipe, recipe_source)
+    if recipe.active.unit == "region":  # a region strategy may have no image-level variant (class_balanced)
+        check_region_run(recipe, recipe_source)  # bad params fail here
+    else:
+        make_strategy(recipe.active.strategy, recipe.active.strategy_params, recipe_source)  # bad params fail here
     if recipe.log.tensorboard:
         require_tensorboard(recipe_source)
     run_dir = recipe.run_dir

@@ -74,7 +74,7 @@ def sweep(recipe_path: str | Path, strategies: list[str], seeds: list[int], out_
     from segal.loop import ActiveLoop
     from segal.report import report
     from segal.runs import start_run
-    from segal.strategies import STRATEGIES, check_strategy_params
+    from segal.strategies import REGION_STRATEGIES, STRATEGIES, check_strategy_params, make_region_strategy
 
     progress = progress or Progress()
     if not strategies or not seeds:
@@ -98,7 +98,8 @@ def sweep(recipe_path: str | Path, strategies: list[str], seeds: list[int], out_
     for spec in strategies:  # build and check every recipe before any training starts
         name, _ = parse_strategy(spec)
         params = _params(spec, base.active.strategy, base.active.strategy_params, strategy_params or {})
-        accepted = {f.name for f in dataclasses.fields(STRATEGIES.get(name).Params)}
+        region = base.active.unit == "region"  # region strategies have their own registry (class_balanced)
+        accepted = {f.name for f in dataclasses.fields((REGION_STRATEGIES if region else STRATEGIES).get(name).Params)}
         for key, value in param_sets.items():
             if key in accepted:
                 params[key] = value
@@ -107,8 +108,11 @@ def sweep(recipe_path: str | Path, strategies: list[str], seeds: list[int], out_
             run_dir = out_root / run_name(spec, seed)
             recipe = load_recipe(recipe_path, {**overrides, "seed": seed, "output_dir": str(run_dir),
                                                "active.strategy": name, "active.strategy_params": params}, sets)
-            check_strategy_params(name, recipe.active.strategy_params, str(recipe_path),  # bad params fail here,
-                                  {prefix + k: v for k, v in param_sets.items()})  # not mid-sweep
+            if region:
+                make_region_strategy(name, recipe.active.strategy_params, str(recipe_path))  # bad params fail here,
+            else:
+                check_strategy_params(name, recipe.active.strategy_params, str(recipe_path),  # not mid-sweep
+                                      {prefix + k: v for k, v in param_sets.items()})
             plan.append((spec, seed, recipe))
     if unused:
         key = sorted(unused)[0]

@@ -317,3 +317,21 @@ def test_the_training_input_cache_changes_no_result_of_a_region_run(tmp_path):
         ActiveLoop(cached).run_loop()
     assert (cached.dir / "cache" / f"train-{H}x{W}" / "targets.npy").exists()
     assert results(cached.dir) == results(plain.dir)
+
+
+def test_a_sweep_runs_region_strategies_that_have_no_image_variant(tmp_path):
+    """`segal sweep` over a region recipe takes its strategies from the region registry: class_balanced
+    has no image-level variant, and a bad parameter of it fails before any run starts."""
+    from segal.progress import Progress
+    from segal.sweep import sweep
+
+    path = tmp_path / "regions.yaml"
+    path.write_text(yaml.safe_dump(region_recipe(tmp_path, cycles=1)))
+    with pytest.raises(UserError, match="temperature"):
+        sweep(path, ["class_balanced"], [0], tmp_path / "bad", {}, Progress(),
+              sets={"active.strategy_params.temperature": 0})
+    assert not (tmp_path / "bad").exists()
+    dirs = sweep(path, ["random", "class_balanced"], [0], tmp_path / "sweep", {}, Progress())
+    assert [d.name for d in dirs] == ["random-seed0", "class_balanced-seed0"]
+    for d in dirs:
+        assert json.loads((d / "cycles" / "1" / "metrics.json").read_text())["cost"]["pixels_labeled"] > 0

@@ -12,6 +12,7 @@ from segal.strategies import (  # noqa: F401  (registration)
     mc_dropout,
     qbc,
     random,
+    region_class_balanced,
     region_random,
     region_uncertainty,
     suggestive,
@@ -54,7 +55,13 @@ def make_region_strategy(name: str, params: Mapping[str, Any], source: str) -> R
         raise UserError(f"unknown key 'active.strategy_params.{unknown[0]}': region strategy {name!r} has no such "
                         "parameter", path=source,
                         fix=f"remove it; {name} takes " + (", ".join(sorted(taken)) if taken else "no parameters"))
-    return cls(from_dict(cls.Params, dict(params), source, prefix="active.strategy_params."))
+    try:
+        checked = from_dict(cls.Params, dict(params), source, prefix="active.strategy_params.")
+    except UserError as exc:
+        if str(exc).startswith(f"{source}: "):
+            raise
+        raise UserError(str(exc), path=source) from None  # a value check in Params names no file
+    return cls(checked)
 
 
 def check_strategy_params(name: str, params: Mapping[str, Any], source: str, sets: Mapping[str, Any]) -> Strategy:

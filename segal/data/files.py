@@ -86,6 +86,25 @@ def _decode(image: Image.Image, path: Path, what: str) -> None:
         raise UserError(f"cannot decode {what} (corrupt or truncated)", path=path, fix=REPLACE_FIX) from None
 
 
+def digest_file_stats(digest, paths) -> None:
+    """Add each file's path, size and modification time (or ``missing``) to a hashlib ``digest``: what
+    the caches use to notice changed data without reading it (``None`` paths, generated data, skip)."""
+    for path in paths:
+        if path is None:
+            continue
+        try:
+            st = Path(path).stat()
+            digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}\0missing\n".encode())
+
+
+def sampled_indices(n: int, at_most: int = 64) -> list[int]:
+    """Up to ``at_most`` evenly spaced indices of ``n`` items: stat-ing all of ImageNet would take
+    longer than a cache saves."""
+    return np.unique(np.linspace(0, n - 1, num=min(n, at_most)).astype(np.int64)).tolist() if n else []
+
+
 def read_rgb(path: Path) -> np.ndarray:
     """Read an image file of any mode as RGB ``uint8`` ``H×W×3`` (see the module docstring)."""
     with _open(path, "image") as image:

@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from segal.data.base import Dataset
+from segal.data.files import digest_file_stats, sampled_indices
 from segal.fileio import atomic_write_json, fingerprint
 
 VERSION = 1  # bump when what is stored changes (interpolation, layout)
@@ -68,14 +69,8 @@ def _data_digest(pool: Dataset) -> str:
     """Sizes and mtimes of up to 64 evenly spaced files (when the dataset has files: stat-ing all of
     ImageNet would take longer than the cache saves) and the first item's pixels."""
     digest = hashlib.sha256()
-    for i in np.unique(np.linspace(0, len(pool) - 1, num=min(len(pool), 64)).astype(np.int64)).tolist():
-        for path in (pool.image_path(i), pool.target_path(i)):
-            if path is not None:
-                try:
-                    st = Path(path).stat()
-                    digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-                except OSError:
-                    digest.update(f"{path}\0missing\n".encode())
+    digest_file_stats(digest, (path for i in sampled_indices(len(pool)) for path in (pool.image_path(i),
+                                                                                    pool.target_path(i))))
     if len(pool):  # the pool's, not the oracle view's: a later noisy or imported label must not look like new data
         image, target = pool.load_image(0), pool.load_target(0)
         digest.update(np.ascontiguousarray(image).tobytes())

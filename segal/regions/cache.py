@@ -36,6 +36,7 @@ import numpy as np
 from scipy import ndimage  # a dependency of scikit-image: find_objects gives every region's box in one pass
 
 from segal.crashpoints import crash_point
+from segal.data.files import digest_file_stats, sampled_indices
 from segal.errors import UserError
 from segal.fileio import atomic_write_bytes, atomic_write_json, fingerprint, read_json
 from segal.progress import Progress
@@ -72,14 +73,7 @@ def pool_key(dataset: Dataset, spec: RegionSpec) -> dict[str, Any]:
         raise UserError("the pool has no images to cut into regions", fix="check data.root and the split")
     first = dataset.load_image(0)
     digest = hashlib.sha256(np.ascontiguousarray(first).tobytes())
-    for i in np.unique(np.linspace(0, n - 1, num=min(n, 64)).astype(np.int64)).tolist():
-        path = dataset.image_path(i)
-        if path is not None:
-            try:
-                st = Path(path).stat()
-                digest.update(f"{Path(path).name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-            except OSError:
-                digest.update(f"{Path(path).name}\0missing\n".encode())
+    digest_file_stats(digest, (dataset.image_path(i) for i in sampled_indices(n)))
     h, w = region_shape(spec, first.shape)
     return {"format": FORMAT, "spec": spec.to_dict(), "spec_fingerprint": spec.fingerprint(), "count": n,
             "ids": fingerprint(dataset.ids), "data": digest.hexdigest()[:32], "shape": [h, w]}

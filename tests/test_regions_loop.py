@@ -193,7 +193,7 @@ def write(tmp_path: Path, name: str, **kwargs) -> Path:
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("oracle", "human", "region-level runs are simulated-only for now"),
     ("label_noise", 0.2, "label_noise corrupts whole images"),
-    ("strategy", "vaal", "strategy 'vaal' has no region-level variant yet"),
+    ("strategy", "coreset", "strategy 'coreset' has no region-level variant yet"),
 ])
 def test_what_a_region_run_cannot_do_yet_fails_before_anything_is_written(tmp_path, capsys, key, value, message):
     data = region_recipe(tmp_path / "bad")

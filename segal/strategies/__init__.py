@@ -15,6 +15,7 @@ from segal.strategies import (  # noqa: F401  (registration)
     region_class_balanced,
     region_random,
     region_uncertainty,
+    region_vaal,
     suggestive,
     uncertainty,
     vaal,  # noqa: F401  (registration)

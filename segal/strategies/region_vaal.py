@@ -1,0 +1,141 @@
+"""VAAL on regions: the β-VAE and discriminator of VAAL trained on region crops, labeled against unlabeled.
+
+New here (no published method does it): VAAL (Sinha et al. 2019) tells labeled from unlabeled *images*;
+this variant tells labeled from unlabeled *regions*, with no task network at all.  A region's crop is
+the bounding box of its (irregular, for superpixels) region — so the pixels around it inside the box
+come along as context — cut from the pool image at the region maps' resolution and resized to the
+VAE's square input (aspect ratio not kept).  The VAE, discriminator, training and scoring are
+:class:`~segal.strategies.vaal.VAALStrategy`'s own, over a context whose "images" are the crops and
+whose indices are global region ids; the score given to the loop is ``1 − P(labeled)`` (higher = label
+first, as :func:`segal.strategies.label_first` turns VAAL's scores).
+
+Parameters are VAAL's (``width``, ``z_dim``, ``image_size``, ``epochs``/``steps``, ``mode`` …) plus
+``max_unlabeled``: when more regions are unlabeled than that, the discriminator trains on a seeded
+subsample of them (every candidate is still scored).  VAAL's AUROC diagnostics are not computed
+for regions yet, and its ``warm_start`` and ``diversity_factor`` are refused.  The trained pair is kept in ``<cycle>/region_vaal/vaal.pt``, so a resumed
+acquisition does not retrain; everything is seeded by (seed, cycle).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from segal import distributed as dist
+from segal.data.base import Dataset
+from segal.data.cache import ResizedImageCache
+from segal.errors import UserError
+from segal.regions.cache import RegionCache
+from segal.strategies.context import build_context
+from segal.strategies.region_base import RegionContext, RegionStrategy, register_region_strategy
+from segal.strategies.vaal import VAALStrategy
+
+SUBDIR = "region_vaal"
+
+
+class RegionCrops(Dataset):
+    """Item ``j``: the crop of global region ``j``'s bounding box, resized to ``size`` × ``size``.
+
+    ``images`` gives the pool's images; when they are not at the region maps' resolution (the pool
+    itself rather than a :class:`ResizedImageCache` at ``cache.shape``) the box is scaled to them.
+    """
+
+    def __init__(self, images: Dataset, cache: RegionCache, size: int):
+        self.images, self.cache, self.size = images, cache, int(size)
+        self.task, self.classes = images.task, images.classes
+        self._image_of = cache.image_of(np.arange(cache.num_regions))
+
+    def __len__(self) -> int:
+        return self.cache.num_regions
+
+    def image_id(self, index: int) -> str:
+        return f"{self.images.image_id(int(self._image_of[index]))}#region{index}"
+
+    def box(self, index: int, image_shape: tuple[int, int]) -> tuple[int, int, int, int]:
+        """Region ``index``'s box ``y0, x0, y1, x1`` (end-exclusive) in an image of ``image_shape``."""
+        y0, x0, y1, x1 = (int(v) for v in self.cache.bbox[index])
+        (h, w), (ih, iw) = self.cache.shape, image_shape
+        if (ih, iw) == (h, w):
+            return y0, x0, y1, x1
+        sy, sx = ih / h, iw / w
+        top, left = int(np.floor(y0 * sy)), int(np.floor(x0 * sx))
+        return top, left, max(top + 1, int(np.ceil(y1 * sy))), max(left + 1, int(np.ceil(x1 * sx)))
+
+    def load_image(self, index: int) -> np.ndarray:
+        image = self.images.load_image(int(self._image_of[index]))
+        y0, x0, y1, x1 = self.box(index, image.shape[:2])
+        crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+        return cv2.resize(crop, (self.size, self.size), interpolation=cv2.INTER_AREA)
+
+    def load_target(self, index: int) -> int:
+        return 0  # unused: VAAL needs no labels
+
+
+@register_region_strategy("vaal")
+class RegionVAALStrategy(RegionStrategy):
+    """VAAL's VAE and discriminator on region crops; score ``1 − P(labeled)`` (module docstring)."""
+
+    needs_model = False
+
+    @dataclass
+    class Params(VAALStrategy.Params):
+        max_unlabeled: int = 20000  # more unlabeled regions than this: train on a seeded subsample
+
+        def __post_init__(self):
+            super().__post_init__()
+            if self.max_unlabeled < 1:
+                raise UserError(f"VAAL max_unlabeled {self.max_unlabeled} must be at least 1",
+                                fix="e.g. 20000 in active.strategy_params.max_unlabeled")
+            if self.warm_start or self.diversity_factor:  # accepted by image VAAL, not (yet) done for regions
+                raise UserError("region VAAL has no warm_start or diversity_factor yet",
+                                fix="remove them from active.strategy_params (or use active.unit: image)")
+
+    def image_source(self, ctx: RegionContext) -> Dataset:
+        """The pool's images at the region maps' resolution, from the run's resized-image cache when the
+        context has a cycle directory (``<run>/cycles/<c>`` → ``<run>/cache``), else decoded each time."""
+        pool, workdir = ctx.images.pool, ctx.images.workdir
+        if workdir is None:
+            return pool
+        return ResizedImageCache(pool, ctx.cache.shape, Path(workdir).parent.parent / "cache")
+
+    def score(self, ctx: RegionContext) -> np.ndarray:
+        p = self.params
+        assert isinstance(p, RegionVAALStrategy.Params)
+        base = ctx.images
+        vaal = VAALStrategy(p)
+        labeled = ctx.labels.all_labeled_regions()
+        unlabeled = ctx.candidates
+        if len(unlabeled) > p.max_unlabeled:
+            unlabeled = np.sort(ctx.generator(salt=53).choice(unlabeled, p.max_unlabeled, replace=False))
+        workdir = Path(base.workdir) / SUBDIR if base.workdir is not None else None
+        crops = RegionCrops(self.image_source(ctx), ctx.cache, p.image_size)
+        region_ctx = build_context(crops, labeled, budget=0, unlabeled=unlabeled, num_classes=base.num_classes,
+                                   compute=base.compute, cycle=base.cycle, seed=base.seed, progress=base.progress,
+                                   workdir=workdir)
+        torch.manual_seed(int(region_ctx.generator(salt=29).integers(2**31)))
+        vae, disc = vaal.build()
+        vae.to(base.device)
+        disc.to(base.device)
+        checkpoint = workdir / "vaal.pt" if workdir is not None else None
+        if vaal._load(checkpoint, vae, disc) is None:
+            if len(labeled) == 0:
+                raise UserError("region VAAL needs labeled regions to tell from unlabeled ones",
+                                fix="set active.initial to at least 1 image")
+            info = vaal.train(region_ctx, vae, disc, labeled, unlabeled)
+            if dist.is_main() and workdir is not None:
+                workdir.mkdir(parents=True, exist_ok=True)
+                vaal._save(region_ctx, vae, disc, info)
+            dist.barrier()
+        ids, p_labeled = vaal.score(region_ctx, vae, disc, ctx.candidates, description="VAAL scoring regions")
+        order = np.argsort(ids, kind="stable")
+        ids, p_labeled = ids[order], p_labeled[order]
+        if not np.array_equal(ids, ctx.candidates):
+            raise RuntimeError("a candidate region was not scored")
+        return 1.0 - p_labeled
+
+
+__all__ = ["RegionCrops", "RegionVAALStrategy"]

@@ -1,0 +1,158 @@
+"""VAAL on region crops: the crop of a hand-made region, seeded scores in [0, 1], and a two-cycle region run."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from segal.cli import main
+from segal.config import recipe_from_dict
+from segal.data.base import ClassSet, Dataset
+from segal.errors import UserError
+from segal.regions.cache import region_stats
+from segal.runs import Run
+from segal.strategies import REGION_STRATEGIES, make_region_strategy
+from segal.strategies.context import build_context
+from segal.strategies.region_base import RegionContext
+from segal.strategies.region_vaal import RegionCrops, RegionVAALStrategy
+from segal.strategies.vaal import VAALStrategy
+from tests.test_regions_loop import labels_of, region_recipe
+
+TINY = {"width": 8, "z_dim": 8, "image_size": 16, "steps": 3, "batch_size": 4}
+
+
+class Pictures(Dataset):
+    """``images`` (N×H×W×3 uint8) as a pool."""
+
+    classes = ClassSet(("a", "b"), ((0, 0, 0), (255, 255, 255)))
+
+    def __init__(self, images: np.ndarray):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def image_id(self, index: int) -> str:
+        return f"img{index}"
+
+    def load_image(self, index: int) -> np.ndarray:
+        return self.images[index].copy()
+
+    def load_target(self, index: int) -> np.ndarray:
+        return np.zeros(self.images.shape[1:3], np.int64)
+
+
+def _cache(maps: list[np.ndarray]) -> SimpleNamespace:
+    """What :class:`RegionCrops` reads of a region cache, for hand-made region maps (one per image)."""
+    counts = [int(m.max()) + 1 for m in maps]
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    bbox = np.concatenate([region_stats(m, c)[1] for m, c in zip(maps, counts, strict=True)])
+    return SimpleNamespace(shape=maps[0].shape, offsets=offsets, bbox=bbox, num_regions=int(offsets[-1]),
+                           region_map=lambda i: maps[i],
+                           image_of=lambda ids: np.searchsorted(offsets, np.asarray(ids), side="right") - 1)
+
+
+def _maps() -> list[np.ndarray]:
+    """Two 8×12 maps: image 0 has region 0 in its top-left 3×5 corner, an L-shaped region 1 around it and
+    region 2 in the bottom rows; image 1 is cut into left and right halves."""
+    first = np.ones((8, 12), np.int64)
+    first[:3, :5] = 0
+    first[6:] = 2
+    second = np.zeros((8, 12), np.int64)
+    second[:, 6:] = 1
+    return [first, second]
+
+
+def test_a_crop_is_its_regions_bounding_box_resized_and_scaled_to_the_image_source():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 8, 12, 3), dtype=np.uint8)
+    crops = RegionCrops(Pictures(images), _cache(_maps()), size=16)
+    assert len(crops) == 5
+    corner = cv2.resize(images[0, :3, :5], (16, 16), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(crops.load_image(0), corner)
+    # the L-shaped region's box is the whole of rows 0-5, context pixels (region 0's) included
+    np.testing.assert_array_equal(crops.load_image(1), cv2.resize(images[0, :6], (16, 16), interpolation=cv2.INTER_AREA))
+    np.testing.assert_array_equal(crops.load_image(4), cv2.resize(images[1, :, 6:], (16, 16),
+                                                                  interpolation=cv2.INTER_AREA))
+    assert crops.load_target(3) == 0 and crops.image_id(4) == "img1#region4"
+    # an image source at twice the maps' resolution: the box is scaled to it
+    big = np.repeat(np.repeat(images, 2, axis=1), 2, axis=2)
+    assert RegionCrops(Pictures(big), _cache(_maps()), size=16).box(0, big.shape[1:3]) == (0, 0, 6, 10)
+    np.testing.assert_array_equal(RegionCrops(Pictures(big), _cache(_maps()), size=16).load_image(0),
+                                  cv2.resize(big[0, :6, :10], (16, 16), interpolation=cv2.INTER_AREA))
+
+
+def _region_context(seed: int = 0, workdir=None) -> RegionContext:
+    """Six 8×12 images cut as :func:`_maps` cuts (alternately); image 0's regions labeled, the rest candidates."""
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (6, 8, 12, 3), dtype=np.uint8)
+    cache = _cache([_maps()[i % 2] for i in range(6)])
+    labeled = np.arange(int(cache.offsets[1]))
+    candidates = np.arange(int(cache.offsets[1]), cache.num_regions)
+    base = build_context(Pictures(images), [0], budget=0, unlabeled=np.arange(1, 6), num_classes=2, seed=seed,
+                         workdir=workdir)
+    labels = SimpleNamespace(all_labeled_regions=lambda: labeled)
+    return RegionContext(images=base, cache=cache, labels=labels, candidates=candidates)
+
+
+def test_scores_are_one_per_candidate_in_0_1_and_the_same_for_the_same_seed():
+    strategy = make_region_strategy("vaal", TINY, "<test>")
+    assert isinstance(strategy, RegionVAALStrategy) and REGION_STRATEGIES.get("vaal") is RegionVAALStrategy
+    assert not strategy.needs_model
+    first = strategy.score(_region_context())
+    assert first.shape == (12,) and np.isfinite(first).all() and ((first >= 0) & (first <= 1)).all()
+    np.testing.assert_array_equal(strategy.score(_region_context()), first)
+    # a subsampled unlabeled set still scores every candidate
+    few = make_region_strategy("vaal", {**TINY, "max_unlabeled": 5}, "<test>").score(_region_context())
+    assert few.shape == (12,) and np.isfinite(few).all()
+
+
+def test_a_resumed_acquisition_reuses_the_cycles_checkpoint_instead_of_retraining(tmp_path, monkeypatch):
+    workdir = tmp_path / "cycles" / "0"
+    strategy = make_region_strategy("vaal", TINY, "<test>")
+    first = strategy.score(_region_context(workdir=workdir))
+    assert (workdir / "region_vaal" / "vaal.pt").exists() and (tmp_path / "cache" / "8x12" / "images.npy").exists()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("retrained")
+
+    monkeypatch.setattr(VAALStrategy, "train", no_training)
+    np.testing.assert_array_equal(strategy.score(_region_context(workdir=workdir)), first)
+
+
+def test_bad_parameters_fail_when_the_recipe_is_read():
+    with pytest.raises(UserError, match="max_unlabeled"):
+        make_region_strategy("vaal", {**TINY, "max_unlabeled": 0}, "<test>")
+    with pytest.raises(UserError, match="multiple of 16"):
+        make_region_strategy("vaal", {**TINY, "image_size": 20}, "<test>")
+
+
+def test_a_two_cycle_region_run_with_vaal_completes_within_its_pixel_budget(tmp_path):
+    path = tmp_path / "vaal.yaml"
+    data = region_recipe(tmp_path, strategy="vaal", strategy_params=TINY)
+    path.write_text(yaml.safe_dump(data))
+    assert main(["acquire", str(path), "--quiet"]) == 0
+    run = Run(tmp_path / "run", recipe_from_dict(data))
+    state, labels = labels_of(run)
+    assert state.stage == "done" and state.cycle == 2
+    for cycle in (0, 1):
+        queries = json.loads((run.cycle_dir(cycle) / "queries.json").read_text())
+        budget = state.budgets[cycle + 1] - state.budgets[cycle]
+        assert queries["strategy"] == "vaal" and queries["unit"] == "region"
+        assert 0 < queries["spent"] <= budget and len(queries["regions"]) > 0
+        assert all(0 <= s <= 1 for s in queries["scores"])
+        assert (run.cycle_dir(cycle) / "region_vaal" / "vaal.pt").exists()
+    assert (run.dir / "cache" / "32x48" / "images.npy").exists()  # crops read from the resized-image cache
+
+
+@pytest.mark.parametrize("params", [{"warm_start": True}, {"diversity_factor": 4}])
+def test_image_vaal_options_not_done_for_regions_are_refused(params):
+    from segal.strategies.region_vaal import RegionVAALStrategy
+
+    with pytest.raises(UserError, match="region VAAL has no warm_start or diversity_factor"):
+        RegionVAALStrategy.Params(**params)

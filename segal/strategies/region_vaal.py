@@ -46,7 +46,7 @@ class RegionCrops(Dataset):
 
     def __init__(self, images: Dataset, cache: RegionCache, size: int):
         self.images, self.cache, self.size = images, cache, int(size)
-        self.task, self.classes = images.task, images.classes
+        self.classes = images.classes  # task: segmentation, the class default (regions exist only there)
         self._image_of = cache.image_of(np.arange(cache.num_regions))
 
     def __len__(self) -> int:

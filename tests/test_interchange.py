@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import stat
+import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
@@ -472,3 +473,220 @@ def test_label_studio_local_files_url(tmp_path: Path, items: list[ExportItem], m
         del task["data"]["segal_id"]  # ids come back from the local-files path alone
     tasks_path.write_text(json.dumps(tasks))
     assert_same(import_masks(as_annotated(tasks_path), CLASSES, expected_sizes(items)), items)
+
+
+# ---------------------------------------------------------------- region exports (issue 16): what to label
+
+REGION_FILE_NAMES = {"cvat-mask": "cvat-mask.zip", "cvat-xml": "annotations.xml", "labelstudio": "tasks.json",
+                     "coco": "annotations/instances_default.json", "png": "masks"}
+
+
+@pytest.fixture
+def region_items(items: list[ExportItem]) -> list[ExportItem]:
+    """The same images with part of each to label: two blocks (one on the border), a hole, or (last) all of it."""
+    out = []
+    for k, item in enumerate(items):
+        h, w = item.prediction.shape
+        area = None
+        if k < 2:
+            area = np.zeros((h, w), bool)
+            area[: h // 2, : w // 3] = True  # touches the top and left border
+            area[h // 2 + 3:, w // 2:] = True
+            area[-2, -3] = False  # a one-pixel hole
+        out.append(ExportItem(item.id, item.image, item.image_path, item.prediction, to_label=area))
+    return out
+
+
+def region_expected(item: ExportItem) -> np.ndarray:
+    return item.prediction if item.to_label is None else np.where(item.to_label, item.prediction, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("fmt", FORMAT_NAMES)
+def test_region_round_trip(fmt: str, tmp_path: Path, region_items: list[ExportItem]):
+    """Unchanged, a region export comes back as the prediction inside the area and 255 outside: the marker
+    outline the tool shows is dropped (Label Studio: the annotator's copy of the read-only region too)."""
+    main = export(fmt, tmp_path, region_items)
+    if fmt == "labelstudio":
+        main = as_annotated(main)
+    got = import_masks(main, CLASSES, expected_sizes(region_items))
+    assert sorted(got) == sorted(item.id for item in region_items)
+    for item in region_items:
+        np.testing.assert_array_equal(got[item.id], region_expected(item), err_msg=item.id)
+    assert (got["img_00"] == 255).sum() > (region_items[0].prediction == 255).sum()  # the outside is ignored
+
+
+def small_region_item() -> ExportItem:
+    """6×8, a 2×2 area to label at rows 2-3, columns 3-4: the 1-pixel outline is its 4×4 frame."""
+    prediction = np.full((6, 8), 1, np.uint8)
+    prediction[2, 3] = 3
+    area = np.zeros((6, 8), bool)
+    area[2:4, 3:5] = True
+    return ExportItem("small", np.zeros((6, 8, 3), np.uint8), None, prediction, to_label=area)
+
+
+RING = np.zeros((6, 8), bool)  # by hand: rows 1-4, columns 2-5, minus the area itself
+RING[1:5, 2:6] = True
+RING[2:4, 3:5] = False
+
+
+def test_region_marker_cvat_mask(tmp_path: Path):
+    export("cvat-mask", tmp_path, [small_region_item()])
+    with zipfile.ZipFile(tmp_path / "cvat-mask" / "cvat-mask.zip") as zf:
+        labelmap = zf.read("labelmap.txt").decode()
+        png = cv2.imdecode(np.frombuffer(zf.read("SegmentationClass/small.png"), np.uint8), cv2.IMREAD_COLOR)
+    assert labelmap.splitlines()[-1] == "segal to label:255,0,255::"
+    rgb = cv2.cvtColor(png, cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal((rgb == (255, 0, 255)).all(axis=2), RING)
+    outside = ~RING
+    outside[2:4, 3:5] = False
+    assert (rgb[outside] == 0).all()  # no prediction outside the area: void (black)
+    assert len({tuple(c) for c in rgb[2:4, 3:5].reshape(-1, 3)}) == 2  # classes 1 and 3 inside
+
+
+def test_region_marker_cvat_xml(tmp_path: Path):
+    main = export("cvat-xml", tmp_path, [small_region_item()])
+    root = ET.parse(main).getroot()
+    assert [lab.findtext("name") for lab in root.iter("label")][-1] == "segal to label"
+    masks = {m.attrib["label"]: m for m in root.iter("mask")}
+    assert sorted(masks) == ["person", "road", "segal to label"]
+    marker = masks["segal to label"]
+    left, top, w, h = (int(marker.attrib[k]) for k in ("left", "top", "width", "height"))
+    painted = np.zeros((6, 8), bool)
+    painted[top:top + h, left:left + w] = decode_box_rle([int(v) for v in marker.attrib["rle"].split(",")], w, h)
+    np.testing.assert_array_equal(painted, RING)
+    assert (masks["road"].attrib["left"], masks["road"].attrib["width"]) == ("3", "2")  # road only inside
+
+
+def test_region_marker_label_studio(tmp_path: Path):
+    main = export("labelstudio", tmp_path, [small_region_item()])
+    config = ET.fromstring((main.parent / "labeling_config.xml").read_text())
+    assert "segal to label" in config.find("Header").attrib["value"]
+    controls = {c.attrib["name"]: [lab.attrib["value"] for lab in c] for c in config.iter("BrushLabels")}
+    assert controls == {"tag": list(CLASSES.names), "segal_to_label": ["segal to label"]}
+    (task,) = json.loads(main.read_text())
+    result = task["predictions"][0]["result"]
+    (marker,) = [r for r in result if r["from_name"] == "segal_to_label"]
+    assert marker["readonly"] is True and marker["value"]["brushlabels"] == ["segal to label"]
+    np.testing.assert_array_equal(brush_rle.rle_to_mask(marker["value"]["rle"], 6, 8), RING)
+    assert all("readonly" not in r for r in result if r is not marker)
+    road = next(r for r in result if r["value"]["brushlabels"] == ["road"])
+    assert brush_rle.rle_to_mask(road["value"]["rle"], 6, 8).sum() == 3  # 4 area pixels, one is "person"
+
+
+def test_region_marker_coco(tmp_path: Path):
+    doc = json.loads(export("coco", tmp_path, [small_region_item()]).read_text())
+    assert doc["categories"][-1] == {"id": 5, "name": "segal to label", "supercategory": ""}
+    (marker,) = [a for a in doc["annotations"] if a["category_id"] == 5]
+    rle = {"size": marker["segmentation"]["size"], "counts": marker["segmentation"]["counts"].encode()}
+    np.testing.assert_array_equal(mask_utils.decode(rle).astype(bool), RING)
+    assert marker["area"] == 12
+
+
+def test_region_marker_png(tmp_path: Path):
+    export("png", tmp_path, [small_region_item()])
+    area = cv2.imread(str(tmp_path / "png" / "to_label" / "small.png"), cv2.IMREAD_UNCHANGED)
+    assert area.dtype == np.uint8 and sorted(np.unique(area).tolist()) == [0, 255]
+    np.testing.assert_array_equal(area == 255, small_region_item().to_label)
+    mask = cv2.imread(str(tmp_path / "png" / "masks" / "small.png"), cv2.IMREAD_UNCHANGED)
+    assert (mask == 255).sum() == 6 * 8 - 4
+    # imported from the export's root folder, to_label/ is not mistaken for masks
+    got = import_masks(tmp_path / "png", CLASSES, {"small": (6, 8)})
+    np.testing.assert_array_equal(got["small"], region_expected(small_region_item()))
+
+
+@pytest.mark.parametrize("fmt", FORMAT_NAMES)
+def test_image_exports_carry_no_marker(fmt: str, tmp_path: Path, items: list[ExportItem]):
+    """Image-level runs: no marker label, control, category or folder anywhere in the export."""
+    export(fmt, tmp_path, items)
+    contents = []
+    for path in (tmp_path / fmt).rglob("*"):
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(path) as zf:
+                contents += [zf.read(n) for n in zf.namelist()]
+        elif path.is_file():
+            contents.append(path.read_bytes())
+    assert not any(b"segal to label" in c or b"segal_to_label" in c for c in contents)
+    assert not (tmp_path / fmt / "to_label").exists()
+
+
+def test_marker_shapes_are_dropped_whatever_their_order(tmp_path: Path):
+    """CVAT XML: a marker mask drawn above a class (higher z_order) leaves that class; it never paints 255."""
+    main = export("cvat-xml", tmp_path, [small_region_item()])
+    root = ET.parse(main).getroot()
+    marker = next(m for m in root.iter("mask") if m.attrib["label"] == "segal to label")
+    marker.attrib.update(left="3", top="2", width="2", height="2", rle="0, 4", z_order="9")  # over the area
+    ET.ElementTree(root).write(main)
+    got = import_masks(main, CLASSES, {"small": (6, 8)})
+    np.testing.assert_array_equal(got["small"], region_expected(small_region_item()))
+
+
+def test_label_studio_annotation_of_only_the_marker_is_empty(tmp_path: Path):
+    tasks_path = as_annotated(export("labelstudio", tmp_path, [small_region_item()]))
+    tasks = json.loads(tasks_path.read_text())
+    result = tasks[0]["annotations"][0]["result"]
+    tasks[0]["annotations"][0]["result"] = [r for r in result if r["from_name"] == "segal_to_label"]
+    tasks_path.write_text(json.dumps(tasks))
+    refused(tasks_path, {"small": (6, 8)}, "'small'", "empty")
+
+
+def test_region_items_are_checked(tmp_path: Path):
+    base = small_region_item()
+    for bad in [base.to_label.astype(np.uint8), base.to_label[:, :7], np.zeros((6, 8), bool)]:
+        item = ExportItem("small", base.image, None, base.prediction, to_label=bad)
+        with pytest.raises(ValueError, match="to_label of small"):
+            export("png", tmp_path, [item])
+    named = ClassSet(("road", "segal to label"), ((1, 2, 3), (4, 5, 6)))
+    with pytest.raises(UserError, match="rename that class"):
+        export("coco", tmp_path, [ExportItem("small", base.image, None, base.prediction // 3, to_label=base.to_label)],
+               classes=named)
+    assert not (tmp_path / "png").exists() and not (tmp_path / "coco").exists()
+
+
+# ---------------------------------------------------------------- extra files beside the export
+
+
+def test_extra_files_are_written_with_the_export(tmp_path: Path, items: list[ExportItem]):
+    extra = {"regions.json": b'{"cycle": 3}\n', "meta/notes.txt": b"hello"}
+    for fmt in FORMAT_NAMES:
+        export(fmt, tmp_path, items, extra_files=extra)
+        assert (tmp_path / fmt / "regions.json").read_bytes() == b'{"cycle": 3}\n'
+        assert (tmp_path / fmt / "meta" / "notes.txt").read_bytes() == b"hello"
+        if fmt in ("png", "coco", "cvat-xml"):  # their export folder still imports: regions.json is no annotation
+            assert_same(import_masks(tmp_path / fmt, CLASSES, expected_sizes(items)), items)
+    assert not list(tmp_path.glob(".*staging*"))
+
+
+@pytest.mark.parametrize("name", ["/tmp/regions.json", "../regions.json", "a/../../b", "a//b", "./a", "", "a\\b"])
+def test_extra_files_refuse_paths_outside_the_export(name: str, tmp_path: Path, items: list[ExportItem]):
+    with pytest.raises(ValueError, match="relative path inside the export"):
+        export("png", tmp_path, items, extra_files={name: b"x"})
+    assert not (tmp_path / "png").exists() and not (tmp_path / "regions.json").exists()
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("labelstudio", "tasks.json"), ("labelstudio", "images"),
+                                           ("png", "images/img_00.png"), ("cvat-mask", "cvat-mask.zip/x"),
+                                           ("coco", ".segal-export.json"), ("png", "masks")])
+def test_extra_files_never_overwrite_the_formats_own(fmt: str, name: str, tmp_path: Path, items: list[ExportItem]):
+    first = export(fmt, tmp_path, items[:1])  # an earlier export in place must survive the refusal
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    with pytest.raises(ValueError, match="collides with the"):
+        export(fmt, tmp_path, items, extra_files={name: b"x"})
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == before
+    assert first.exists()
+
+
+@pytest.mark.parametrize(("fmt", "dm_format"), [("cvat-mask", "voc_segmentation"), ("coco", "coco_instances"),
+                                                ("cvat-xml", "cvat")])
+def test_datumaro_sees_the_marker_label(fmt: str, dm_format: str, tmp_path: Path):
+    """An independent reader finds the marker as an ordinary label holding exactly the outline."""
+    dm = _datumaro()
+    main = export(fmt, tmp_path, [small_region_item()])
+    root = {"cvat-mask": tmp_path / "voc", "coco": main.parent.parent, "cvat-xml": main.parent}[fmt]
+    if fmt == "cvat-mask":
+        with zipfile.ZipFile(main) as zf:
+            zf.extractall(root)
+    dataset = dm.Dataset.import_from(str(root), dm_format)
+    (dm_item,) = dataset
+    names = [c.name for c in dataset.categories()[dm.AnnotationType.label].items]
+    masks = {names[a.label]: a.image.astype(bool) for a in dm_item.annotations if a.type == dm.AnnotationType.mask}
+    np.testing.assert_array_equal(masks["segal to label"], RING)

@@ -12,6 +12,22 @@ in CVAT colour masks, no shape in CVAT XML, no brush in Label Studio, no COCO an
 PNGs), and every pixel an annotator leaves uncovered comes back as 255.  Overlapping shapes
 resolve as the tools draw them: the later (or higher ``z_order``) one wins.
 
+Region runs (``ExportItem.to_label``, True where the annotator must label) pre-annotate only inside
+that area (ignore outside, so nothing outside comes back by accident) and show the area the way each
+tool shows a "label here" hint.  Neither CVAT nor Label Studio has a region-of-interest concept for
+annotation (cvat-ai/cvat#2282: users mark such areas with a dedicated label), so every label-based
+format gets one extra label, ``segal to label`` (a loud colour no class uses), drawn as an outline
+just *outside* the area: it never covers a pre-annotated pixel, stays visible over the image, and can
+be hidden or locked per label in both tools.  Per format: ``cvat-mask`` paints the outline into the
+colour masks and lists the label in ``labelmap.txt``; ``cvat-xml`` adds the label and one ``<mask>``
+of the outline per image; ``labelstudio`` adds it as a read-only brush region (``"readonly": true``,
+which Label Studio keeps through edits and "delete all") in a second ``BrushLabels`` control, with a
+``Header`` saying to label inside it; ``coco`` adds the category and one annotation per image;
+``png`` (id maps cannot carry a marker) writes ``to_label/<id>.png`` (255 = label here) beside
+``masks/``.  Every importer drops the marker (label, category, control or folder), so an unchanged
+region export imports as the prediction inside the area and 255 outside.  Image-level exports carry
+no marker and are byte-identical to those before region runs existed.
+
 Import refuses, naming the file and the fix: masks of the wrong size, unknown class names or
 colours, ids that were not queried, duplicate ids, corrupt or truncated files, and unsafe zips
 (escaping paths, symlinks, bombs, too many members).  Zips are extracted member by member into a
@@ -24,47 +40,80 @@ import json
 import os
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from segal.data.base import ClassSet
 from segal.errors import UserError
-from segal.fileio import atomic_write_json
+from segal.fileio import atomic_write_bytes, atomic_write_json
 from segal.interchange import coco, cvat_mask, cvat_xml, labelstudio, png  # noqa: F401  (register formats)
-from segal.interchange.base import FORMATS, ExportItem, ExportOptions
+from segal.interchange.base import EXPORT_MARKER, FORMATS, ExportItem, ExportOptions
 from segal.interchange.detect import load_any
 
 __all__ = ["FORMATS", "ExportItem", "check_replaceable", "export_batch", "import_masks"]
 
-MARKER = ".segal-export.json"  # marks a folder as segal's own export, which a re-export may replace
+MARKER = EXPORT_MARKER  # marks a folder as segal's own export, which a re-export may replace
 
 
 def export_batch(fmt: str, out: Path, items: list[ExportItem], classes: ClassSet, *, task_name: str,
-                 cityscapes_label_ids: np.ndarray | None = None) -> Path:
+                 cityscapes_label_ids: np.ndarray | None = None,
+                 extra_files: dict[str, bytes] | None = None) -> Path:
     """Write ``items`` in format ``fmt`` as the directory ``out``; returns the file to hand to the tool.
 
     The export is written into a fresh staging folder beside ``out`` and swapped in whole, so a
     re-export into the same folder never mixes in an earlier cycle's files (which the import of that
     folder would then refuse as "not queried").  A folder is only replaced if it is empty or holds
-    segal's marker: a folder of someone else's files is refused, never deleted.
+    segal's marker: a folder of someone else's files is refused, never deleted.  ``extra_files``
+    (relative POSIX path → bytes, e.g. a region run's ``regions.json``) are written into the staging
+    folder too, so they appear with the export or not at all.
     """
     exporter = FORMATS.get(fmt).export
     out = Path(out)
     ids = sorted(item.id for item in items)
+    extras = extra_paths(extra_files or {})
     check_replaceable(out, ids)
     out.parent.mkdir(parents=True, exist_ok=True)
     for old in out.parent.glob(f".{out.name}.segal-staging-*"):  # left by an export that was killed
         shutil.rmtree(old, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.segal-staging-"))
     try:
-        atomic_write_json(staging / MARKER, {"format": fmt, "task": task_name, "ids": ids})
+        record: dict[str, object] = {"format": fmt, "task": task_name, "ids": ids}
+        if extras:  # named so that import's format detection skips them (absent: image exports unchanged)
+            record["extra_files"] = sorted(rel.as_posix() for rel, _ in extras)
+        atomic_write_json(staging / MARKER, record)
         main = exporter(staging, list(items), classes, ExportOptions(task_name, cityscapes_label_ids, public_dir=out))
+        write_extra_files(staging, extras, fmt)
         swap_in(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out / main.relative_to(staging)
+
+
+def extra_paths(extra_files: dict[str, bytes]) -> list[tuple[PurePosixPath, bytes]]:
+    """Refuse, before anything is written, a path that is absolute, climbs out or is not plain POSIX."""
+    checked = []
+    for name, data in extra_files.items():
+        rel = PurePosixPath(name)
+        if (not isinstance(data, bytes) or not name or "\\" in name or rel.is_absolute()
+                or any(part in ("", ".", "..") for part in name.split("/"))):
+            raise ValueError(f"extra export file {name!r} must be a relative path inside the export holding bytes")
+        checked.append((rel, data))
+    return checked
+
+
+def write_extra_files(staging: Path, extras: list[tuple[PurePosixPath, bytes]], fmt: str) -> None:
+    """Write beside the format's own files; a name that collides with one of them is refused, not overwritten."""
+    for rel, data in extras:
+        target = staging.joinpath(*rel.parts)
+        clash = [p for p in [target, *target.parents] if p != staging and p.is_relative_to(staging)
+                 and (os.path.lexists(p) and (p == target or not p.is_dir()))]
+        if clash:
+            raise ValueError(f"extra export file {rel.as_posix()!r} collides with the {fmt} export's own "
+                             f"{clash[-1].relative_to(staging).as_posix()!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, data)
 
 
 def check_replaceable(out: Path, ids: list[str]) -> None:

@@ -6,6 +6,7 @@ the size of the queried image, only known classes), so each format module only p
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,9 @@ from segal.fileio import atomic_write_bytes
 from segal.registry import Registry
 
 IMAGES_DIR = "images"
+EXPORT_MARKER = ".segal-export.json"  # marks a folder as segal's own export (format, ids, extra files)
+TO_LABEL_NAME = "segal to label"  # the marker label outlining the area to label; every importer drops it
+MARKER_COLORS = ((255, 0, 255), (0, 255, 255), (255, 255, 0))  # loud colours tried first for the marker
 MAX_JSON_BYTES = 1 << 30  # an annotation JSON larger than this is refused before parsing
 REEXPORT = "export the annotations again from the tool"  # the fix for a corrupt annotation file
 
@@ -32,6 +36,7 @@ class ExportItem:
     image_path: Path | None
     prediction: np.ndarray  # H×W uint8 train ids, 255 = ignore
     score: float | None = None  # the acquisition score that chose it (queries.json), where the strategy gives one
+    to_label: np.ndarray | None = None  # H×W bool, True where the annotator must label (region runs); None = all
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,58 @@ def check_items(items: list[ExportItem], classes: ClassSet) -> None:
         bad = (pred >= len(classes)) & (pred != classes.ignore_index)
         if bad.any():
             raise ValueError(f"prediction of {item.id} holds ids {sorted(np.unique(pred[bad]).tolist())[:8]}")
+        if item.to_label is not None:
+            area = item.to_label
+            if not isinstance(area, np.ndarray) or area.dtype != np.bool_ or area.shape != pred.shape:
+                raise ValueError(f"to_label of {item.id} must be an H×W bool array of shape {pred.shape}, "
+                                 f"not {getattr(area, 'dtype', type(area))} {getattr(area, 'shape', '')}")
+            if not area.any():
+                raise ValueError(f"to_label of {item.id} marks no pixel: an image with nothing to label is not exported")
+    if has_regions(items) and TO_LABEL_NAME in classes.names:
+        raise UserError(f"a class is named {TO_LABEL_NAME!r}, the name segal gives the outline of the area to label",
+                        fix="rename that class in the dataset's class list")
+
+
+def has_regions(items: list[ExportItem]) -> bool:
+    """Whether the export carries areas to label, and so the marker label (never for image-level runs)."""
+    return any(item.to_label is not None for item in items)
+
+
+def pre_annotation(item: ExportItem, ignore_index: int) -> np.ndarray:
+    """The prediction inside ``to_label``, ignore outside it: the annotator starts from the model only
+    where segal will take labels, and nothing outside comes back by accident."""
+    if item.to_label is None:
+        return item.prediction
+    return np.where(item.to_label, item.prediction, np.uint8(ignore_index)).astype(np.uint8)
+
+
+def outline_width(height: int, width: int) -> int:
+    """Outline thickness in pixels: visible when the tool shows the whole image (about 1/256 of its side)."""
+    return max(1, round(min(height, width) / 256))
+
+
+def to_label_outline(item: ExportItem) -> np.ndarray | None:
+    """The marker: a ring of pixels just *outside* ``to_label`` (so it never hides a pre-annotated pixel and
+    everything it covers is ignored anyway); None when there is no area or it borders nothing."""
+    if item.to_label is None:
+        return None
+    k = outline_width(*item.to_label.shape)
+    area = item.to_label.astype(np.uint8)
+    ring = cv2.dilate(area, np.ones((2 * k + 1, 2 * k + 1), np.uint8)).astype(bool) & ~item.to_label
+    return ring if ring.any() else None
+
+
+def marker_color(colors: list[tuple[int, int, int]]) -> tuple[int, int, int]:
+    """A colour for the marker label that no class uses (and not black, the void colour)."""
+    used = {(0, 0, 0), *colors}
+    for color in MARKER_COLORS:
+        if color not in used:
+            return color
+    rng = np.random.default_rng(1)
+    while True:
+        r, g, b = (int(c) for c in rng.integers(1, 256, 3))
+        if (r, g, b) not in used:
+            return r, g, b
 
 
 def image_name(item: ExportItem) -> str:
@@ -131,6 +188,16 @@ def hex_color(color: tuple[int, int, int]) -> str:
 
 
 # ---------------------------------------------------------------- import helpers
+
+
+def extra_file_names(root: Path) -> set[str]:
+    """The files ``export_batch`` added beside the format's own (e.g. ``regions.json``), from the export's
+    marker: format detection must not mistake them for annotations.  Empty where there is no marker."""
+    try:
+        names = json.loads((root / EXPORT_MARKER).read_text()).get("extra_files")
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {str(n) for n in names} if isinstance(names, list) else set()
 
 
 def class_index(classes: ClassSet, name: str, source: Path | str) -> int:

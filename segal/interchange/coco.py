@@ -4,12 +4,15 @@ Categories are the classes (``id`` = train id + 1, matched back by *name*, since
 them); ``segmentation`` is pycocotools' compressed RLE of the Fortran-ordered class mask.  Void is
 the absence of an annotation: ignore (255) gets none and pixels no annotation covers come back as
 255.  Import also accepts uncompressed RLE and polygons; where annotations overlap the later wins.
+Region exports add the category ``segal to label`` (id = classes + 1) with one annotation per image,
+an outline just outside the area to label; import skips that category's annotations.
 Layout as CVAT and datumaro expect: ``annotations/instances_default.json`` + ``images/default/``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -20,14 +23,18 @@ from segal.fileio import atomic_write_json, read_json
 from segal.interchange.base import (
     MAX_JSON_BYTES,
     REEXPORT,
+    TO_LABEL_NAME,
     ExportItem,
     ExportOptions,
     MaskCollector,
     check_items,
     class_index,
+    has_regions,
     image_name,
     new_mask,
+    pre_annotation,
     register,
+    to_label_outline,
     write_images,
 )
 
@@ -42,23 +49,29 @@ def encode(binary: np.ndarray) -> dict:
 def export(out: Path, items: list[ExportItem], classes: ClassSet, options: ExportOptions) -> Path:
     check_items(items, classes)
     write_images(out, items, IMAGES_DIR)
-    doc = {
+    doc: dict[str, Any] = {
         "info": {"description": options.task_name, "version": "1.0"},
         "licenses": [],
         "categories": [{"id": i + 1, "name": name, "supercategory": ""} for i, name in enumerate(classes.names)],
         "images": [],
         "annotations": [],
     }
+    marker_id = len(classes) + 1
+    if has_regions(items):
+        doc["categories"].append({"id": marker_id, "name": TO_LABEL_NAME, "supercategory": ""})
     for image_index, item in enumerate(items, 1):
-        h, w = item.prediction.shape
+        pred = pre_annotation(item, classes.ignore_index)
+        h, w = pred.shape
         doc["images"].append({"id": image_index, "file_name": image_name(item), "width": w, "height": h,
                               "segal_id": item.id})
-        for class_id in np.unique(item.prediction).tolist():
-            if class_id == classes.ignore_index:
-                continue
-            rle = encode(item.prediction == class_id)
+        shapes = [(c + 1, pred == c) for c in np.unique(pred).tolist() if c != classes.ignore_index]
+        outline = to_label_outline(item)
+        if outline is not None:
+            shapes.append((marker_id, outline))
+        for category_id, binary in shapes:
+            rle = encode(binary)
             doc["annotations"].append({
-                "id": len(doc["annotations"]) + 1, "image_id": image_index, "category_id": class_id + 1,
+                "id": len(doc["annotations"]) + 1, "image_id": image_index, "category_id": category_id,
                 "segmentation": {"size": [h, w], "counts": rle["counts"].decode("ascii")},
                 "area": float(mask_utils.area(rle)), "bbox": [float(v) for v in mask_utils.toBbox(rle)],
                 "iscrowd": 0,
@@ -158,6 +171,8 @@ def load_doc(path: Path, doc: dict, classes: ClassSet,
         where = f"{path} (annotation {ann.get('id')} of {image_id!r})"
         if ann.get("category_id") not in categories:
             raise UserError(f"category {ann.get('category_id')} is not declared", path=where, fix=fix)
+        if categories[ann["category_id"]] == TO_LABEL_NAME:  # segal's outline of the area to label
+            continue
         class_id = class_index(classes, str(categories[ann["category_id"]]), where)
         try:
             mask[_decode(ann.get("segmentation"), *mask.shape)] = class_id

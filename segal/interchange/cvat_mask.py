@@ -3,7 +3,9 @@
 Layout: ``labelmap.txt`` (``# label:color_rgb:parts:actions`` then ``name:r,g,b::``), the image list
 ``ImageSets/Segmentation/default.txt``, ``SegmentationClass/<id>.png`` and ``JPEGImages/<id>.<ext>``.
 Void is black: CVAT paints unannotated pixels with the ``background`` colour (0,0,0), so ignore
-(255) is exported as black and black comes back as 255.  A class whose palette colour is black or
+(255) is exported as black and black comes back as 255.  Region exports add the label ``segal to
+label`` (a free loud colour) painted as an outline just outside the area to label; its colour comes
+back as 255.  A class whose palette colour is black or
 repeated gets a free colour; the labelmap records the colours used and import reads them from it.
 datumaro's own ``voc_segmentation`` export is read too: where its labelmap lines carry no colour
 (``name:::``), the masks are painted with the PASCAL VOC palette in label order.
@@ -21,15 +23,20 @@ import numpy as np
 from segal.data.base import ClassSet
 from segal.errors import UserError
 from segal.interchange.base import (
+    TO_LABEL_NAME,
     ExportItem,
     ExportOptions,
     MaskCollector,
     check_items,
     class_index,
     export_colors,
+    has_regions,
     image_bytes,
     image_name,
+    marker_color,
+    pre_annotation,
     register,
+    to_label_outline,
     write_images,
 )
 
@@ -54,13 +61,16 @@ def void_name(classes: ClassSet) -> str:
     return VOID_NAME if VOID_NAME not in classes.names else "void"
 
 
-def labelmap_text(classes: ClassSet, colors: list[tuple[int, int, int]]) -> str:
+def labelmap_text(classes: ClassSet, colors: list[tuple[int, int, int]],
+                  marker: tuple[int, int, int] | None = None) -> str:
     for name in classes.names:
         if ":" in name or "\n" in name:
             raise UserError(f"class name {name!r} cannot be written to a CVAT labelmap (it holds ':')",
                             fix="rename the class without ':'")
     lines = ["# label:color_rgb:parts:actions", f"{void_name(classes)}:0,0,0::"]
     lines += [f"{name}:{r},{g},{b}::" for name, (r, g, b) in zip(classes.names, colors, strict=True)]
+    if marker is not None:
+        lines.append("{}:{},{},{}::".format(TO_LABEL_NAME, *marker))
     return "\n".join(lines) + "\n"
 
 
@@ -73,14 +83,19 @@ def color_mask(pred: np.ndarray, colors: list[tuple[int, int, int]]) -> np.ndarr
 def export(out: Path, items: list[ExportItem], classes: ClassSet, options: ExportOptions) -> Path:
     check_items(items, classes)
     colors = export_colors(classes)
+    marker = marker_color(colors) if has_regions(items) else None
     write_images(out, items)
     main = out / MAIN_FILE
     tmp = main.with_name(f".{main.name}.tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("labelmap.txt", labelmap_text(classes, colors))
+        zf.writestr("labelmap.txt", labelmap_text(classes, colors, marker))
         zf.writestr("ImageSets/Segmentation/default.txt", "".join(f"{item.id}\n" for item in items))
         for item in items:
-            ok, png = cv2.imencode(".png", cv2.cvtColor(color_mask(item.prediction, colors), cv2.COLOR_RGB2BGR))
+            rgb = color_mask(pre_annotation(item, classes.ignore_index), colors)
+            outline = to_label_outline(item)
+            if outline is not None and marker is not None:
+                rgb[outline] = marker
+            ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
             if not ok:
                 raise ValueError(f"cannot encode mask of {item.id}")
             zf.writestr(f"SegmentationClass/{item.id}.png", png.tobytes(), compress_type=zipfile.ZIP_STORED)
@@ -113,7 +128,7 @@ def parse_labelmap(path: Path, classes: ClassSet) -> dict[tuple[int, int, int], 
                 raise UserError(f"class {name!r} is black, the colour of unannotated pixels", path=path,
                                 fix=f"give {name!r} another colour in CVAT (black means ignore)")
             continue
-        if name in (VOID_NAME, "void", "ignore"):
+        if name in (VOID_NAME, "void", "ignore", TO_LABEL_NAME):  # the marker outline is not a label
             train_id = classes.ignore_index
         else:
             train_id = class_index(classes, name, path)

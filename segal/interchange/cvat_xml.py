@@ -3,7 +3,8 @@
 A ``<mask>`` holds ``rle`` run lengths over its box (``left``, ``top``, ``width``, ``height``),
 row-major, alternating background/foreground and starting with a (possibly empty) background run.
 Void is the absence of a shape: ignore (255) gets no mask, and pixels no shape covers come back as
-255.  Import also rasterises ``<polygon>``, ``<box>`` and ``<ellipse>`` (annotators draw those in
+255.  Region exports add the label ``segal to label`` and, per image, one ``<mask>`` of it outlining
+the area to label from just outside; import skips every shape of that label.  Import also rasterises ``<polygon>``, ``<box>`` and ``<ellipse>`` (annotators draw those in
 CVAT); overlaps resolve by ``z_order``, then document order (later on top), as CVAT draws them.
 """
 
@@ -19,16 +20,21 @@ from segal.data.base import ClassSet
 from segal.errors import UserError
 from segal.fileio import read_limited
 from segal.interchange.base import (
+    TO_LABEL_NAME,
     ExportItem,
     ExportOptions,
     MaskCollector,
     check_items,
     class_index,
     export_colors,
+    has_regions,
     hex_color,
     image_name,
+    marker_color,
     new_mask,
+    pre_annotation,
     register,
+    to_label_outline,
     write_images,
 )
 
@@ -72,20 +78,27 @@ def export(out: Path, items: list[ExportItem], classes: ClassSet, options: Expor
     ET.SubElement(task, "size").text = str(len(items))
     ET.SubElement(task, "mode").text = "annotation"
     labels = ET.SubElement(task, "labels")
-    for name, color in zip(classes.names, export_colors(classes), strict=True):
+    colors = export_colors(classes)
+    label_colors = list(zip(classes.names, colors, strict=True))
+    if has_regions(items):
+        label_colors.append((TO_LABEL_NAME, marker_color(colors)))
+    for name, color in label_colors:
         label = ET.SubElement(labels, "label")
         ET.SubElement(label, "name").text = name
         ET.SubElement(label, "color").text = hex_color(color)
         ET.SubElement(label, "type").text = "mask"
         ET.SubElement(label, "attributes")
     for index, item in enumerate(items):
-        h, w = item.prediction.shape
+        pred = pre_annotation(item, classes.ignore_index)
+        h, w = pred.shape
         image = ET.SubElement(root, "image", id=str(index), name=image_name(item), width=str(w), height=str(h))
-        for class_id in np.unique(item.prediction).tolist():
-            if class_id == classes.ignore_index:
-                continue
-            runs, left, top, bw, bh = box_rle(item.prediction == class_id)
-            ET.SubElement(image, "mask", label=classes.names[class_id], source="auto", occluded="0",
+        shapes = [(classes.names[c], pred == c) for c in np.unique(pred).tolist() if c != classes.ignore_index]
+        outline = to_label_outline(item)
+        if outline is not None:
+            shapes.append((TO_LABEL_NAME, outline))
+        for name, binary in shapes:
+            runs, left, top, bw, bh = box_rle(binary)
+            ET.SubElement(image, "mask", label=name, source="auto", occluded="0",
                           rle=", ".join(map(str, runs)), left=str(left), top=str(top), width=str(bw),
                           height=str(bh), z_order="0")
     ET.indent(root)
@@ -164,6 +177,8 @@ def load(path: Path, classes: ClassSet, expected: dict[str, tuple[int, int]]) ->
             label = shape.attrib.get("label")
             if label is None:
                 raise UserError(f"a <{shape.tag}> has no label", path=where, fix="label every shape")
+            if label == TO_LABEL_NAME:  # segal's outline of the area to label, not an annotation
+                continue
             if shape.tag not in _SUPPORTED:
                 raise UserError(f"<{shape.tag}> shapes are not supported", path=where,
                                 fix="draw masks, polygons, boxes or ellipses")

@@ -13,7 +13,7 @@ from segal.data.base import ClassSet
 from segal.errors import UserError
 from segal.fileio import read_json
 from segal.interchange import coco, cvat_mask, cvat_xml, labelstudio, png
-from segal.interchange.base import MAX_JSON_BYTES, REEXPORT
+from segal.interchange.base import MAX_JSON_BYTES, REEXPORT, extra_file_names
 from segal.interchange.safezip import safe_extract
 
 
@@ -32,7 +32,9 @@ def load_dir(root: Path, classes: ClassSet, expected: dict[str, tuple[int, int]]
         return cvat_mask.load(root, classes, expected)
     if (root / cvat_xml.MAIN_FILE).is_file():
         return cvat_xml.load(root / cvat_xml.MAIN_FILE, classes, expected)
-    jsons = sorted(p for p in [*root.glob("*.json"), *root.glob("annotations/*.json")] if not p.name.startswith("."))
+    extras = extra_file_names(root)  # e.g. a region export's regions.json: not annotations
+    jsons = sorted(p for p in [*root.glob("*.json"), *root.glob("annotations/*.json")]
+                   if not p.name.startswith(".") and p.relative_to(root).as_posix() not in extras)
     if len(jsons) == 1:
         return load_json(jsons[0], classes, expected)
     if len(jsons) > 1:

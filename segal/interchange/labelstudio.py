@@ -5,13 +5,17 @@ Export writes ``tasks.json`` (one task per image, ``data.segal_id`` = the image 
 score that chose the image, where the strategy gives one), ``labeling_config.xml`` and ``images/``.
 ``data.image`` is ``/data/local-files/?d=<path>`` when ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` is
 set and holds the export, otherwise the path relative to the JSON (serve it or upload the images).
+Region exports brush the prediction only inside the area to label and outline that area with a
+read-only brush region (``"readonly": true``: it cannot be moved, erased or removed by "delete all")
+of the label ``segal to label``, in a second ``BrushLabels`` control of its own, under a ``Header``
+telling the annotator to label inside the outline.
 
 Import reads Label Studio's JSON export: the last non-cancelled annotation of each task (tasks
 without one are left out), mapped back by ``data.segal_id`` or else the image file stem (minus the
 ``1a2b3c4d-`` prefix Label Studio gives uploads).  Brush pixels count where alpha >= 128;
 polygons are rasterised too (vertices must be finite and within the image, give or take 1 %).
 Void is the absence of a brush: ignore (255) gets none and unpainted pixels come back as 255; where
-brushes overlap the later result wins.  An annotation that paints no pixel at all is refused, not
+brushes overlap the later result wins.  Results of the marker control or label are dropped.  An annotation that paints no pixel at all is refused, not
 read as an all-ignore mask: submitting a task without drawing is a slip, and the image would
 otherwise count as labeled with nothing learnt from it.
 """
@@ -34,16 +38,21 @@ from segal.fileio import atomic_write_bytes, atomic_write_json, read_json
 from segal.interchange.base import (
     MAX_JSON_BYTES,
     REEXPORT,
+    TO_LABEL_NAME,
     ExportItem,
     ExportOptions,
     MaskCollector,
     check_items,
     class_index,
     export_colors,
+    has_regions,
     hex_color,
     image_name,
+    marker_color,
     new_mask,
+    pre_annotation,
     register,
+    to_label_outline,
     write_images,
 )
 from segal.interchange.brush_rle import BrushRLEError, mask_to_rle, rle_to_mask
@@ -51,18 +60,26 @@ from segal.interchange.brush_rle import BrushRLEError, mask_to_rle, rle_to_mask
 MAIN_FILE = "tasks.json"
 CONFIG_FILE = "labeling_config.xml"
 FROM_NAME, TO_NAME = "tag", "image"
+MARKER_FROM_NAME = "segal_to_label"  # the control holding the outline of the area to label (region exports)
+HEADER = f"Label only inside the outline '{TO_LABEL_NAME}': segal ignores every pixel outside it."
 LOCAL_ROOT_ENV = "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
 POLYGON_SLACK = 1.0  # percent a polygon vertex may stray outside the image (dragged past the edge)
 _IGNORED_TYPES = {"choices", "textarea", "rating", "taxonomy", "number", "datetime", "relation", "pairwise"}
 
 
-def labeling_config(classes: ClassSet) -> bytes:
+def labeling_config(classes: ClassSet, regions: bool = False) -> bytes:
     view = ET.Element("View")
+    if regions:
+        ET.SubElement(view, "Header", value=HEADER)
     ET.SubElement(view, "Image", name=TO_NAME, value="$image", zoom="true")
     brush = ET.SubElement(view, "BrushLabels", name=FROM_NAME, toName=TO_NAME)
-    for name, color in zip(classes.names, export_colors(classes), strict=True):
+    colors = export_colors(classes)
+    for name, color in zip(classes.names, colors, strict=True):
         ET.SubElement(brush, "Label", value=name, background=hex_color(color))
+    if regions:
+        marker = ET.SubElement(view, "BrushLabels", name=MARKER_FROM_NAME, toName=TO_NAME)
+        ET.SubElement(marker, "Label", value=TO_LABEL_NAME, background=hex_color(marker_color(colors)))
     ET.indent(view)
     return ET.tostring(view, encoding="unicode").encode() + b"\n"
 
@@ -84,23 +101,31 @@ def export(out: Path, items: list[ExportItem], classes: ClassSet, options: Expor
     images = write_images(out, items)
     tasks = []
     for item in items:
-        h, w = item.prediction.shape
-        result = []
-        for class_id in np.unique(item.prediction).tolist():
+        pred = pre_annotation(item, classes.ignore_index)
+        h, w = pred.shape
+        result: list[dict[str, Any]] = []
+        for class_id in np.unique(pred).tolist():
             if class_id == classes.ignore_index:
                 continue
             result.append({
                 "id": f"{item.id}-{class_id}", "from_name": FROM_NAME, "to_name": TO_NAME, "type": "brushlabels",
                 "original_width": w, "original_height": h, "image_rotation": 0,
-                "value": {"format": "rle", "rle": mask_to_rle(item.prediction == class_id),
+                "value": {"format": "rle", "rle": mask_to_rle(pred == class_id),
                           "brushlabels": [classes.names[class_id]]},
+            })
+        outline = to_label_outline(item)
+        if outline is not None:
+            result.append({
+                "id": f"{item.id}-to-label", "from_name": MARKER_FROM_NAME, "to_name": TO_NAME, "type": "brushlabels",
+                "original_width": w, "original_height": h, "image_rotation": 0, "readonly": True,
+                "value": {"format": "rle", "rle": mask_to_rle(outline), "brushlabels": [TO_LABEL_NAME]},
             })
         prediction: dict[str, Any] = {"model_version": options.task_name, "result": result}
         if item.score is not None:  # Label Studio sorts and filters the task list by the prediction score
             prediction["score"] = item.score
         tasks.append({"data": {"image": image_url(images / image_name(item), out, options.public_dir), "segal_id": item.id},
                       "predictions": [prediction]})
-    atomic_write_bytes(out / CONFIG_FILE, labeling_config(classes))
+    atomic_write_bytes(out / CONFIG_FILE, labeling_config(classes, has_regions(items)))
     atomic_write_json(out / MAIN_FILE, tasks)
     return out / MAIN_FILE
 
@@ -174,6 +199,8 @@ def load_tasks(path: Path, tasks: list, classes: ClassSet,
                 raise UserError(f"result type {kind!r} is not supported", path=where,
                                 fix="annotate with the brush (BrushLabels) or polygons")
             labels = r.get(kind) or []
+            if r.get("from_name") == MARKER_FROM_NAME or TO_LABEL_NAME in labels:  # segal's outline, not a label
+                continue
             if len(labels) != 1:
                 raise UserError(f"a {kind} result has {len(labels)} labels, expected one", path=where,
                                 fix="give every brush stroke exactly one label")

@@ -3,6 +3,10 @@
 For Cityscapes (``cityscapes_label_ids`` given) the files are ``<id>_gtFine_labelIds.png`` in
 Cityscapes label ids, ignore written as 0 (``unlabeled``); import maps label ids back to train ids
 with cityscapesscripts' table, whose void ids all become 255.
+
+Region exports hold ignore outside the area to label and write that area beside the masks as
+``to_label/<id>.png`` (single channel, 255 = label here, 0 = leave), to overlay as a layer in an
+image editor; import reads only the masks folder, never ``to_label/``.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from segal.interchange.base import (
     ExportOptions,
     MaskCollector,
     check_items,
+    pre_annotation,
     register,
     write_images,
 )
 
 MASKS_DIR = "masks"
+TO_LABEL_DIR = "to_label"
 CITYSCAPES_SUFFIX = "_gtFine_labelIds.png"
 CITYSCAPES_VOID_LABEL_ID = 0  # "unlabeled"
 
@@ -43,10 +49,16 @@ def export(out: Path, items: list[ExportItem], classes: ClassSet, options: Expor
         table[: lut.size] = lut
         suffix = CITYSCAPES_SUFFIX
     for item in items:
-        ok, png = cv2.imencode(".png", np.ascontiguousarray(table[item.prediction]))
+        ok, png = cv2.imencode(".png", np.ascontiguousarray(table[pre_annotation(item, classes.ignore_index)]))
         if not ok:
             raise ValueError(f"cannot encode mask of {item.id}")
         atomic_write_bytes(masks / f"{item.id}{suffix}", png.tobytes())
+        if item.to_label is not None:
+            ok, png = cv2.imencode(".png", item.to_label.astype(np.uint8) * np.uint8(255))
+            if not ok:
+                raise ValueError(f"cannot encode the area to label of {item.id}")
+            (out / TO_LABEL_DIR).mkdir(exist_ok=True)
+            atomic_write_bytes(out / TO_LABEL_DIR / f"{item.id}.png", png.tobytes())
     return masks
 
 
@@ -62,7 +74,8 @@ def cityscapes_lut(classes: ClassSet, folder: Path) -> np.ndarray:
 def mask_files(folder: Path) -> list[Path]:
     if (folder / MASKS_DIR).is_dir() and not any(folder.glob("*.png")):
         folder = folder / MASKS_DIR
-    return sorted(p for p in folder.rglob("*.png") if p.is_file() and not p.name.startswith("."))
+    return sorted(p for p in folder.rglob("*.png") if p.is_file() and not p.name.startswith(".")
+                  and TO_LABEL_DIR not in p.relative_to(folder).parts[:-1])
 
 
 def load(folder: Path, classes: ClassSet, expected: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:

@@ -272,7 +272,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from segal.report import report
 
-    report([Path(p) for p in args.run_dirs], Path(args.out) if args.out else None, console=out, target=args.target)
+    report([Path(p) for p in args.run_dirs], Path(args.out) if args.out else None, console=out, target=args.target,
+           axis=args.axis)
     return 0
 
 
@@ -346,11 +347,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from segal.data import DATASETS
     from segal.models import MODELS
-    from segal.strategies import STRATEGIES
+    from segal.strategies import REGION_STRATEGIES, STRATEGIES
 
     registry = {"strategies": STRATEGIES, "datasets": DATASETS, "models": MODELS}[args.command]
     for name in registry.names():
         out.print(name)
+    if args.command == "strategies":  # active.unit: region looks its strategy up in a registry of its own
+        for name in REGION_STRATEGIES.names():
+            out.print(f"{name} (region)")
     return 0
 
 
@@ -422,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", help="output folder (default: <common parent of the runs>/report)")
     p.add_argument("--target", type=float, default=0.95, help="report the budget reaching this share of the best final score")
+    p.add_argument("--x", dest="axis", choices=("fraction", "pixels", "clicks"),
+                   help="what the x axis counts: labeled images (fraction of the pool), labeled pixels (share of the "
+                        "pool's pixels) or annotator clicks (default: pixels when a run is region-level, else fraction)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("serve", help="serve a human-oracle run as a Label Studio ML backend (predict, webhook, retrain)")

@@ -18,7 +18,7 @@ import numpy as np
 
 from segal.errors import UserError
 from segal.fileio import atomic_write_bytes, atomic_write_json
-from segal.results import RANDOM, find_runs, load_run, summarize
+from segal.results import AXES, find_runs, load_run, summarize
 
 # ---------------------------------------------------------------------------- rendering
 
@@ -38,12 +38,30 @@ def _count(n: float) -> str:
 
 
 def budget(summary: dict[str, Any], fraction: float | None) -> str:
-    """A budget as a person reads it: the labeled count beside its share of the pool, "37 (10.1%)"."""
+    """A budget as a person reads it: the labeled count beside its share of the pool, "37 (10.1%)"; on a
+    cost axis the share of the pool's pixels, "15.0%", or the clicks, "12,345"."""
     if fraction is None:
         return "–"
+    if summary.get("axis") == "clicks":
+        return f"{fraction:,.0f}"
     labeled = next((b["labeled"] for b in summary.get("budgets", []) if b["fraction"] == fraction), None)
     share = f"{100 * fraction:.1f}%"
     return share if labeled is None else f"{_count(labeled)} ({share})"
+
+
+def _axis_header(summary: dict[str, Any]) -> str:
+    """The first column's header: what a row's budget counts."""
+    return {"pixels": "labeled pixels (% of pool)", "clicks": "clicks"}.get(summary.get("axis", ""),
+                                                                         "labeled (% of pool)")
+
+
+def _spent(summary: dict[str, Any]) -> str:
+    """What "to reach" counts in the summary's headers: labeled (images), pixels or clicks."""
+    return {"pixels": "pixels", "clicks": "clicks"}.get(summary.get("axis", ""), "labeled")
+
+
+def _baseline(summary: dict[str, Any]) -> str:
+    return summary.get("baseline") or "random"
 
 
 def _metric_label(summary: dict[str, Any]) -> str:
@@ -58,13 +76,15 @@ def _title(summary: dict[str, Any]) -> str:
 def results_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The main table: one row per budget, one column per strategy (mean ± std in %)."""
     labels = list(summary["strategies"])
-    header = ["labeled (% of pool)"] + labels
+    header = [_axis_header(summary)] + labels
     rows = []
     for f in summary["fractions"]:
         row = [budget(summary, f)]
         for label in labels:
-            point = next((p for p in summary["strategies"][label]["curve"] if p["fraction"] == f), None)
-            row.append(_cell(point))
+            s = summary["strategies"][label]
+            point = next((p for p in s["curve"] if p["fraction"] == f), None)
+            partial = point is not None and point["n"] < len(s["seeds"])  # a cost axis: some seeds' curves end before
+            row.append(_cell(point) + (f" (n = {point['n']})" if point is not None and partial else ""))
         rows.append(row)
     return header, rows
 
@@ -86,11 +106,12 @@ def _never(summary: dict[str, Any], fraction: float | None) -> str:
 def overview_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     target_pct = f"{100 * summary['target']:.0f}%"
     ceiling = summary.get("ceiling")
+    spent, base = _spent(summary), _baseline(summary)
     header = ["strategy", "seeds", f"final {_metric_label(summary)}", "AUC",
-              f"labeled to reach {target_pct} of best", "gain over random at final",
+              f"{spent} to reach {target_pct} of best", f"gain over {base} at final",
               "paired gain at final [95% CI]", "paired AUC gain [95% CI]"]
     if ceiling:
-        header += ["% of ceiling", "labeled to 90% of ceiling", "labeled to 95% of ceiling"]
+        header += ["% of ceiling", f"{spent} to 90% of ceiling", f"{spent} to 95% of ceiling"]
     rows = []
     for label, s in summary["strategies"].items():
         gain = s["gain_over_random"][-1]["gain"] if s["gain_over_random"] else None
@@ -122,7 +143,7 @@ def paired_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]] | 
                             None)) for label in labels]
         rows.append([budget(summary, f), *cells])
     rows.append(["AUC", *(_gain(summary["strategies"][label]["paired"]["auc"]) for label in labels)])
-    return ["labeled (% of pool)", *labels], rows
+    return [_axis_header(summary), *labels], rows
 
 
 def ceiling_line(summary: dict[str, Any]) -> str | None:
@@ -137,6 +158,16 @@ def ceiling_line(summary: dict[str, Any]) -> str | None:
 PAIRED_NOTE = ("paired gain = strategy − random with the same seed (same initial labeled set and initialisation), "
                "in points; mean over seeds [two-sided 95% Student t-interval]; * = the interval excludes 0, "
                "so the difference is real at that level.")
+INTERPOLATION_NOTE = ("on a cost axis runs do not share x values, so each run's curve is interpolated linearly at "
+                      "a common grid (the strategies' per-cycle mean x values, points within a quarter of a cycle's "
+                      "step merged into the smallest); no extrapolation: a grid point outside a run's range has no "
+                      "value for it (n = the seeds that have one).")
+
+
+def paired_note(summary: dict[str, Any]) -> str:
+    """:data:`PAIRED_NOTE` against the summary's baseline (on a cost axis, at the grid of :data:`INTERPOLATION_NOTE`)."""
+    note = PAIRED_NOTE.replace("strategy − random", f"strategy − {_baseline(summary)}")
+    return note + (" On a cost axis, at the interpolated grid points." if summary.get("interpolated") else "")
 
 
 def settings_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -169,9 +200,11 @@ def write_csv(summary: dict[str, Any], path: Path) -> None:
     labels = list(summary["strategies"])
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["labeled_percent"] + [f"{label} {k}" for label in labels for k in ("mean", "std", "n")])
+    clicks = summary.get("axis") == "clicks"
+    first = {"pixels": "pixels_percent", "clicks": "clicks"}.get(summary.get("axis", ""), "labeled_percent")
+    w.writerow([first] + [f"{label} {k}" for label in labels for k in ("mean", "std", "n")])
     for f in summary["fractions"]:
-        row: list[Any] = [f"{100 * f:.4f}"]
+        row: list[Any] = [f"{f:.1f}" if clicks else f"{100 * f:.4f}"]
         for label in labels:
             p = next((p for p in summary["strategies"][label]["curve"] if p["fraction"] == f), None)
             row += ["", "", 0] if p is None else [f"{100 * p['mean']:.4f}", f"{100 * p['std']:.4f}", p["n"]]
@@ -186,13 +219,14 @@ def curves_figure(summary: dict[str, Any]):
 
     fig = Figure(figsize=(8.8, 4.8), dpi=120, layout="constrained")
     ax = fig.add_subplot()
+    scale = 1.0 if summary.get("axis") == "clicks" else 100.0
     for label, s in summary["strategies"].items():
-        x = np.array([100 * p["fraction"] for p in s["curve"]])
+        x = np.array([scale * p["fraction"] for p in s["curve"]])
         y = np.array([100 * p["mean"] for p in s["curve"]])
         e = np.array([100 * p["std"] for p in s["curve"]])
-        is_random = label == RANDOM
-        (line,) = ax.plot(x, y, marker="o", markersize=4, label=label, linestyle="--" if is_random else "-",
-                          color="0.35" if is_random else None, linewidth=1.6)
+        is_random = label == _baseline(summary)
+        (line,) = ax.plot(x, y, marker="s" if s.get("unit") == "region" else "o", markersize=4, label=label,
+                          linestyle="--" if is_random else "-", color="0.35" if is_random else None, linewidth=1.6)
         if (e > 0).any():
             ax.fill_between(x, y - e, y + e, color=line.get_color(), alpha=0.18, linewidth=0)
     if summary.get("ceiling"):
@@ -200,8 +234,8 @@ def curves_figure(summary: dict[str, Any]):
         ax.axhline(100 * c["mean"], color="black", linestyle=":", linewidth=1.4, label="ceiling (100% labeled)")
         if c["std"] > 0:
             ax.axhspan(100 * (c["mean"] - c["std"]), 100 * (c["mean"] + c["std"]), color="black", alpha=0.08, linewidth=0)
-    ax.set_xlabel("labeled images (% of pool)")
-    pool = _pool_size(summary)
+    ax.set_xlabel(summary.get("axis_label") or "labeled images (% of pool)")
+    pool = _pool_size(summary) if summary.get("axis", "fraction") == "fraction" else None
     if pool:  # the counts on top, as the tables give them beside the %
         def to_count(pct: Any) -> np.ndarray:
             return np.asarray(pct, dtype=np.float64) * pool / 100
@@ -247,7 +281,7 @@ def _per_class_tables(summary: dict[str, Any]) -> str:
         if not classes:
             continue
         rows = [[budget(summary, pc["fraction"])] + [_class_cell(pc, c) for c in classes] for pc in s["per_class"]]
-        parts.append(f"<h3>{html.escape(label)}</h3>" + _html_table(["labeled (% of pool)"] + classes, rows))
+        parts.append(f"<h3>{html.escape(label)}</h3>" + _html_table([_axis_header(summary)] + classes, rows))
     if not parts:
         return "<p>no per-class scores in these runs</p>"
     return ("<p class=\"note\">mean ± sample std over the seeds that scored the class (no ± with one seed); "
@@ -334,12 +368,15 @@ def render_html(summary: dict[str, Any], png: bytes) -> str:
     title = html.escape(_title(summary))
     runs = "".join(f"<li>{html.escape(label)}: {html.escape(', '.join(s['runs']))}</li>"
                    for label, s in summary["strategies"].items())
-    note = (f"mean ± sample std over seeds (std 0 with one seed); AUC = trapezoid area over the labeled fraction "
-            f"divided by its range, on the budgets all strategies reached; target = "
+    note = (f"mean ± sample std over seeds (std 0 with one seed); x = {summary.get('axis_label', 'labeled fraction')}; "
+            f"AUC = trapezoid area over x divided by its range, on the budgets all strategies reached; target = "
             f"{100 * summary['target']:.0f}% of the best final mean ({_pct(summary['threshold'])}).")
+    if summary.get("interpolated"):
+        note += " " + INTERPOLATION_NOTE
     paired = paired_rows(summary)
-    paired_html = ("<h2>Paired gain over random (points)</h2>" + _html_table(*paired, table_id="paired")
-                   + f"<p class=\"note\">{html.escape(PAIRED_NOTE)}</p>") if paired else ""
+    paired_html = (f"<h2>Paired gain over {html.escape(_baseline(summary))} (points)</h2>"
+                   + _html_table(*paired, table_id="paired")
+                   + f"<p class=\"note\">{html.escape(paired_note(summary))}</p>") if paired else ""
     ceiling = ceiling_line(summary)
     ceiling_html = f"<p id=\"ceiling\">{html.escape(ceiling)}</p>" if ceiling else ""
     warnings_html = ("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in summary["warnings"])
@@ -369,7 +406,7 @@ def _print(summary: dict[str, Any], console) -> None:
               (overview_rows(summary), "summary")]
     paired = paired_rows(summary)
     if paired:
-        tables.append((paired, "paired gain over random (points, * = 95% interval excludes 0)"))
+        tables.append((paired, f"paired gain over {_baseline(summary)} (points, * = 95% interval excludes 0)"))
     for (header, rows), title in tables:
         table = Table(title=title)
         for h in header:
@@ -388,24 +425,34 @@ def default_out(run_dirs: list[Path]) -> Path:
     return Path(os.path.commonpath(parents)) / "report"
 
 
-def report(run_dirs: list[Path], out: Path | None = None, console=None, target: float = 0.95) -> Path:
-    """Write curves.png, table.md, table.csv, summary.json and report.html; return the output folder."""
+def report(run_dirs: list[Path], out: Path | None = None, console=None, target: float = 0.95,
+           axis: str | None = None) -> Path:
+    """Write curves.png, table.md, table.csv, summary.json and report.html; return the output folder.
+
+    ``axis``: the x of every table and plot, one of :data:`segal.results.AXES` (default: ``pixels`` when a
+    run is region-level, else ``fraction``)."""
     if not 0 < target <= 1:
         raise UserError(f"target {target} is not in (0, 1]", fix="e.g. --target 0.95")
+    if axis is not None and axis not in AXES:
+        raise UserError(f"unknown report axis {axis!r}", fix=f"use --x {' or '.join(AXES)}")
     dirs = find_runs([Path(p) for p in run_dirs])
     runs = [load_run(d) for d in dirs]
-    summary = summarize(runs, target)
+    summary = summarize(runs, target, axis)
     out = Path(out) if out is not None else default_out(dirs)
     out.mkdir(parents=True, exist_ok=True)
     png = plot_curves(summary)
     atomic_write_bytes(out / "curves.png", png)
-    md = (f"# {_title(summary)}\n\n{_metric_label(summary)} (%), mean ± std over seeds\n\n"
+    md = (f"# {_title(summary)}\n\n{_metric_label(summary)} (%), mean ± std over seeds, against "
+          f"{summary['axis_label']}\n\n"
           + _markdown(*results_rows(summary)) + "\n" + _markdown(*overview_rows(summary)))
     if ceiling_line(summary):
         md += f"\n{ceiling_line(summary)}\n"
+    if summary.get("interpolated"):
+        md += f"\n{INTERPOLATION_NOTE}\n"
     paired = paired_rows(summary)
     if paired:
-        md += "\nPaired gain over random (points)\n\n" + _markdown(*paired) + f"\n{PAIRED_NOTE}\n"
+        md += (f"\nPaired gain over {_baseline(summary)} (points)\n\n" + _markdown(*paired)
+               + f"\n{paired_note(summary)}\n")
     if summary.get("warnings"):
         md += "\n" + "".join(f"- warning: {w}\n" for w in summary["warnings"])
     md += f"\n{version_line(summary)}\n"

@@ -1,8 +1,30 @@
 """Run results: load run directories and compute every statistic the report shows.
 
 Runs are grouped by strategy (``vaal`` and ``vaal (paper)`` stay apart when
-``active.strategy_params.mode`` differs from the strategy's default mode) and aligned by labeled fraction rounded to 4 decimals, so
-seeds of one protocol land on the same budgets even when pool sizes differ by rounding.
+``active.strategy_params.mode`` differs from the strategy's default mode; when any run is region-level
+every label also names its unit and a dominant oracle: ``random (images)``, ``entropy (regions)``,
+``random (regions, dominant)``).
+
+Axes (``segal report --x``): ``fraction`` (labeled images, a share of the pool; a region run's images
+touched), ``pixels`` (``cost.pixel_share``: labeled pixels, a share of the pool's pixels) or ``clicks``
+(``cost.clicks``), from the ``cost`` block of each cycle's metrics.json (region runs:
+:class:`segal.regions.budget.CostLedger`; image runs: :mod:`segal.image_costs`, by the same rules).
+The default is ``pixels`` when any run is region-level, else ``fraction``; a run from before the
+cost records has ``fraction`` only.
+
+- image runs on ``fraction`` share their budgets: they are aligned by labeled fraction rounded to 4
+  decimals, so seeds of one protocol land on the same budgets even when pool sizes differ by rounding.
+- on any other axis runs do not share x values, so each run's curve is **interpolated linearly** at a
+  common grid, with **no extrapolation** (a grid point below a run's first cycle or past its last has
+  no value for that run, and a strategy's mean there is over the seeds that have one, ``n``).  The
+  grid: every strategy's per-cycle mean x (over its seeds), pooled and sorted; points within a quarter
+  of the median cycle step of the first point of a group are one grid point, the group's smallest (so
+  it lies within the range of every strategy that has a point there, the last budget included).
+  Every statistic below is then taken at the grid points ("budgets"); per-class scores stay at each
+  strategy's own cycles (their mean x).
+
+The baseline of the gains and paired statistics is image-level ``random`` (``random`` when all runs
+are image-level), else region-level ``random`` (precise oracle first); none without a random run.
 
 Statistics (every number is also in ``summary.json``, metrics as fractions in [0, 1]):
 
@@ -16,10 +38,11 @@ Statistics (every number is also in ``summary.json``, metrics as fractions in [0
 - fraction to target: the smallest labeled fraction at which a strategy's mean reaches
   ``target`` × the best final mean over strategies (final = the strategy's last budget), ``None``
   if it never does.
-- gain over random: strategy mean − random mean at each budget both reached (metric points).
-- paired gain over random: runs of two strategies with the same seed share the initial labeled set
-  and the network initialisation (both derive from the seed), so each seed gives one paired
-  difference (strategy − random) at every budget both runs reached, and one of their areas (over the
+- gain over random (the baseline): strategy mean − random mean at each budget both reached (metric points).
+- paired gain over random (the baseline): runs of two strategies with the same seed share the initial labeled set
+  and the network initialisation (both derive from the seed; a region run starts from the same whole
+  images as an image run), so each seed gives one paired difference (strategy − random) at every
+  budget both runs reached (on a cost axis: both interpolated there), and one of their areas (over the
   common budgets).  Reported: the mean over seeds with a two-sided 95% Student t-interval,
   mean ± t(0.975, n−1) · sd / √n (sd with ddof=1; no interval with one seed).  A gain is marked
   ``real`` only when its interval excludes zero.  A pair whose state.json cycle-0 labeled set or
@@ -34,7 +57,11 @@ Statistics (every number is also in ``summary.json``, metrics as fractions in [0
   value (one when all runs agree, else per strategy); ``segal_versions``: from each metrics.json.
 - ceiling: a run whose cycle 0 is trained on the whole pool (``segal acquire --ceiling``) is not a
   strategy; its mean over seeds is the ceiling.  Each strategy's final mean is given as a fraction
-  of it, and the smallest labeled fraction whose mean reaches 90% and 95% of it (``None`` if never).
+  of it, and the smallest budget on the axis (labeled fraction, pixels or clicks) whose mean reaches
+  90% and 95% of it (``None`` if never).
+
+In ``summary.json`` a point's ``fraction`` is its x on the report's axis (``summary["axis"]``): a share
+of the pool on ``fraction`` and ``pixels``, a count on ``clicks``.
 """
 
 from __future__ import annotations
@@ -85,8 +112,52 @@ class RunData:
         return None if mode is None or mode == _default_mode(self.strategy) else str(mode)
 
     @property
+    def unit(self) -> str:
+        """What the run acquired: ``image`` or ``region`` (``active.unit``; runs before it existed: image)."""
+        return str(self.metrics[0].get("unit") or get_dotted(self.recipe, "active.unit") or "image")
+
+    @property
+    def oracle(self) -> str | None:
+        """A region run's simulated oracle (``precise`` or ``dominant``); ``None`` for an image run."""
+        if self.unit != "region":
+            return None
+        return str(self.metrics[0].get("oracle") or get_dotted(self.recipe, "regions.oracle") or "precise")
+
+    def name(self, units: bool = False) -> str:
+        """The strategy label of the report: the strategy, its non-default mode, and with ``units`` (a report
+        holding region runs) its unit and a dominant oracle: ``vaal (paper)``, ``random (regions, dominant)``."""
+        parts = [] if self.mode is None else [self.mode]
+        if units:
+            parts.append("regions" if self.unit == "region" else "images")
+            if self.oracle == "dominant":
+                parts.append("dominant")
+        return self.strategy if not parts else f"{self.strategy} ({', '.join(parts)})"
+
+    @property
     def label(self) -> str:
-        return self.strategy if self.mode is None else f"{self.strategy} ({self.mode})"
+        return self.name()
+
+    def x(self, metrics: dict[str, Any], axis: str) -> float:
+        """Where one cycle's ``metrics`` lie on ``axis`` (module docstring, "Axes")."""
+        cost: dict[str, Any] = metrics.get("cost") or {}
+        if axis == "fraction":
+            if self.unit == "image":
+                return float(metrics["fraction"])
+            return float(cost["images_touched"]) / float(metrics["pool"])  # a region run's "fraction" is its pixels
+        return float(cost["pixel_share"] if axis == "pixels" else cost["clicks"])
+
+    def lacks(self, axis: str) -> str | None:
+        """Why the run cannot be placed on ``axis`` (``None`` when it can)."""
+        if axis == "fraction":
+            return None if self.unit == "image" or all(
+                isinstance(m.get("cost"), dict) and "images_touched" in m["cost"] and m.get("pool")
+                for m in self.metrics) else "its metrics.json lack the images touched"
+        field = "pixel_share" if axis == "pixels" else "clicks"
+        if all(isinstance(m.get("cost"), dict) and field in m["cost"] for m in self.metrics):
+            return None
+        if axis == "pixels" and "accuracy" in self.metrics[0]:
+            return "it is a classification run (its labels have no pixels)"
+        return "its metrics.json predate the cost records (no 'cost')"
 
     @property
     def seed(self) -> int | None:
@@ -234,9 +305,90 @@ def _mean_or_none(values: list[float | None]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
-def summarize(runs: list[RunData], target: float = 0.95) -> dict[str, Any]:
-    """Every number of the report, as a JSON-ready dict (see the module docstring for definitions)."""
+AXES = ("fraction", "pixels", "clicks")  # the x axes of a report (module docstring, "Axes")
+AXIS_LABELS = {"fraction": "labeled images (% of pool)", "pixels": "labeled pixels (% of the pool's pixels)",
+               "clicks": "annotator clicks"}
+
+
+def choose_axis(runs: list[RunData], axis: str | None = None) -> str:
+    """``axis``, or by default ``pixels`` when any run is region-level, else ``fraction``; every run must
+    have it recorded (runs from before the cost records report on ``fraction`` only)."""
+    if axis is None:
+        axis = "pixels" if any(r.unit == "region" for r in runs) else "fraction"
+    if axis not in AXES:
+        raise UserError(f"unknown report axis {axis!r}", fix=f"use one of {', '.join(AXES)}")
+    only_ceilings = all(r.is_ceiling for r in runs)  # then they are the curves (summarize)
+    for r in runs:
+        if (only_ceilings or not r.is_ceiling) and (why := r.lacks(axis)):
+            raise UserError(f"this run cannot be placed on the {axis} axis: {why}", path=r.dir, fix=_axis_fix(r, axis))
+    return axis
+
+
+def _axis_fix(run: RunData, axis: str) -> str:
+    if axis == "fraction":
+        return "re-run its evaluation with this segal version, or leave it out"
+    if run.unit == "image" and "accuracy" not in run.metrics[0]:  # written before image runs recorded costs
+        return (f"record its costs (python -c \"from segal.image_costs import record_costs; record_costs('{run.dir}')\"), "
+                "report it with --x fraction, or leave it out")
+    return "report it with --x fraction, or leave it out"
+
+
+class _Points:
+    """One run's curve on the report's axis: its cycles' x values (ascending) and scores.
+
+    ``exact`` (image runs on the fraction axis): values are looked up at the budget rounded to 4
+    decimals.  Otherwise the curve is interpolated linearly between its cycles and has no value
+    outside ``[first x, last x]`` (no extrapolation)."""
+
+    def __init__(self, run: RunData, axis: str, metric: str, exact: bool):
+        rows = sorted(((run.x(m, axis), float(m[metric]), m) for m in run.metrics), key=lambda t: t[0])
+        self.exact = exact
+        self.rows = [m for _, _, m in rows]
+        self.x = np.array([x for x, _, _ in rows], dtype=np.float64)
+        self.y = np.array([y for _, y, _ in rows], dtype=np.float64)
+        self.by_key = {_key(x): y for x, y, _ in rows}
+        self.row_by_key = {_key(x): m for x, _, m in rows}
+        keep = np.r_[self.x[1:] != self.x[:-1], True]  # equal x (nothing acquired): the later cycle's score
+        self._xi, self._yi = self.x[keep], self.y[keep]
+
+    def at(self, x: float) -> float | None:
+        if self.exact:
+            return self.by_key.get(_key(x))
+        slack = 1e-9 * max(1.0, abs(x))  # float noise of a cumulative sum, not an extrapolation
+        if x < self._xi[0] - slack or x > self._xi[-1] + slack:
+            return None
+        return float(np.interp(x, self._xi, self._yi))
+
+
+def cost_grid(curves: dict[str, list[_Points]]) -> list[float]:
+    """The common grid of a cost axis (module docstring, "Axes"): each strategy's cycle-mean x values,
+    pooled; points closer than a quarter of the median cycle step are one grid point, the smallest of
+    them, so that it lies within the range of every strategy that has a point there."""
+    means: list[float] = []
+    steps: list[float] = []
+    for points in curves.values():
+        cycles = max(len(p.x) for p in points)
+        own = [float(np.mean([p.x[k] for p in points if k < len(p.x)])) for k in range(cycles)]
+        means += own
+        steps += [b - a for a, b in zip(own, own[1:], strict=False) if b > a]
+    tol = 0.25 * float(np.median(steps)) if steps else 0.0
+    grid: list[float] = []
+    start = None
+    for x in sorted(means):
+        if start is None or x - start > tol:
+            grid.append(x)
+            start = x
+    return grid
+
+
+def summarize(runs: list[RunData], target: float = 0.95, axis: str | None = None) -> dict[str, Any]:
+    """Every number of the report, as a JSON-ready dict (see the module docstring for definitions).
+
+    ``axis``: ``fraction``, ``pixels`` or ``clicks`` (default: :func:`choose_axis`)."""
     metric = _metric_name(runs)
+    axis = choose_axis(runs, axis)
+    units = any(r.unit == "region" for r in runs)
+    exact = axis == "fraction" and not units
     ceiling_runs = [r for r in runs if r.is_ceiling]
     if len(ceiling_runs) < len(runs):
         runs = [r for r in runs if not r.is_ceiling]  # only ceilings given: show them as curves of one point
@@ -244,36 +396,47 @@ def summarize(runs: list[RunData], target: float = 0.95) -> dict[str, Any]:
         ceiling_runs = []
     groups: dict[str, list[RunData]] = {}
     for r in runs:
-        groups.setdefault(r.label, []).append(r)
-    order = sorted(groups, key=lambda label: (label != RANDOM, label))
+        groups.setdefault(r.name(units), []).append(r)
+    baseline = _baseline(groups)
+    order = sorted(groups, key=lambda label: (label != baseline, label))
+    groups = {label: groups[label] for label in order}
+    curves = {label: [_Points(r, axis, metric, exact) for r in members] for label, members in groups.items()}
+    if exact:
+        grid = sorted({_key(x) for points in curves.values() for p in points for x in p.x})
+    else:
+        grid = cost_grid(curves)
 
     strategies: dict[str, dict[str, Any]] = {}
-    for label in order:
-        members = groups[label]
-        by_fraction: dict[float, list[tuple[RunData, dict]]] = {}
-        for r in members:
-            for m in r.metrics:
-                by_fraction.setdefault(_key(m["fraction"]), []).append((r, m))
+    for label, members in groups.items():
         curve = []
-        for f in sorted(by_fraction):
-            rows = by_fraction[f]
-            values = [float(m[metric]) for _, m in rows]
+        for g in grid:
+            found = [(r, p, p.at(g)) for r, p in zip(members, curves[label], strict=True)]
+            hits = [(r, p, v) for r, p, v in found if v is not None]
+            if not hits:
+                continue
+            values = [v for _, _, v in hits]
             mean, std = mean_std(values)
-            seconds = [m["train_seconds"] for _, m in rows if m.get("train_seconds") is not None]
-            labeled = [m["labeled"] for _, m in rows if m.get("labeled") is not None]
+            rows = [p.row_by_key[_key(g)] for _, p, _ in hits] if exact else []  # interpolated: no cycle's own
+            seconds = [m["train_seconds"] for m in rows if m.get("train_seconds") is not None]
+            labeled = [m["labeled"] for m in rows if m.get("labeled") is not None]
             curve.append({
-                "fraction": f, "labeled": float(np.mean(labeled)) if labeled else None,
+                "fraction": g, "labeled": float(np.mean(labeled)) if labeled else None,
                 "mean": mean, "std": std, "n": len(values), "values": values,
-                "seeds": [r.seed for r, _ in rows],
+                "seeds": [r.seed for r, _, _ in hits],
                 "train_seconds": float(np.mean(seconds)) if seconds else None,
             })
+        by_x: dict[float, list[dict]] = {}  # per-class scores at the runs' own budgets or cycles (never interpolated)
+        for p in curves[label]:
+            for k, m in enumerate(p.rows):
+                by_x.setdefault(_key(p.x[k]) if exact else k, []).append(m)
         classes = list(dict.fromkeys(name for r in members for m in r.metrics for name in _per_class(m)))
-        per_class = [{"fraction": f, **_class_stats([_per_class(m) for _, m in by_fraction[f]], classes)}
-                     for f in sorted(by_fraction)]
+        per_class = [{"fraction": f if exact else _cycle_x(curves[label], int(f)),
+                      **_class_stats([_per_class(m) for m in by_x[f]], classes)} for f in sorted(by_x)]
         strategies[label] = {
-            "strategy": members[0].strategy, "mode": members[0].mode,
+            "strategy": members[0].strategy, "mode": members[0].mode, "unit": members[0].unit,
+            "oracle": members[0].oracle,
             "runs": [str(r.dir) for r in members], "seeds": sorted({r.seed for r in members if r.seed is not None}),
-            "curve": curve, "per_class": per_class, "diagnostics": _diagnostics(members),
+            "curve": curve, "per_class": per_class, "diagnostics": _diagnostics(members, axis, exact),
         }
 
     common = sorted(set.intersection(*({p["fraction"] for p in s["curve"]} for s in strategies.values())))
@@ -285,16 +448,16 @@ def summarize(runs: list[RunData], target: float = 0.95) -> dict[str, Any]:
         span = common or [p["fraction"] for p in s["curve"]]
         s["auc"] = normalised_auc(span, [points[f]["mean"] for f in span])
         per_seed = []
-        for r in groups[label]:
-            own = {_key(m["fraction"]): float(m[metric]) for m in r.metrics}
-            if all(f in own for f in span):
-                per_seed.append(normalised_auc(span, [own[f] for f in span]))
+        for p in curves[label]:
+            own = [p.at(f) for f in span]
+            if all(v is not None for v in own):
+                per_seed.append(normalised_auc(span, [float(v) for v in own if v is not None]))
         s["auc_std"] = mean_std(per_seed)[1] if per_seed else 0.0
         s["auc_range"] = [span[0], span[-1]]
         s["final"] = {k: s["curve"][-1][k] for k in ("fraction", "mean", "std", "n")}
         s["fraction_to_target"] = next((p["fraction"] for p in s["curve"] if p["mean"] >= threshold), None)
-        if RANDOM in strategies and label != RANDOM:
-            rnd = {p["fraction"]: p["mean"] for p in strategies[RANDOM]["curve"]}
+        if baseline is not None and label != baseline:
+            rnd = {p["fraction"]: p["mean"] for p in strategies[baseline]["curve"]}
             s["gain_over_random"] = [{"fraction": p["fraction"], "gain": p["mean"] - rnd[p["fraction"]]}
                                      for p in s["curve"] if p["fraction"] in rnd]
         else:
@@ -302,8 +465,8 @@ def summarize(runs: list[RunData], target: float = 0.95) -> dict[str, Any]:
 
     warnings: list[str] = []
     for label, s in strategies.items():
-        s["paired"] = _paired(groups[label], groups[RANDOM], metric, common, warnings) \
-            if RANDOM in groups and label != RANDOM else None
+        s["paired"] = _paired(label, groups[label], curves[label], groups[baseline], curves[baseline], grid, common,
+                              warnings) if baseline is not None and label != baseline else None
     ceiling = _ceiling(ceiling_runs, metric)
     for s in strategies.values():
         s["of_ceiling"] = None if ceiling is None else s["final"]["mean"] / ceiling["mean"]
@@ -320,11 +483,13 @@ def summarize(runs: list[RunData], target: float = 0.95) -> dict[str, Any]:
     models = sorted({_model_name(r.recipe) for r in runs})
     return {
         "metric": metric, "target": target, "threshold": threshold,
+        "axis": axis, "axis_label": AXIS_LABELS[axis], "interpolated": not exact,
+        "baseline": baseline,
         "best_final": {"strategy": best_label, "mean": finals[best_label]},
         "dataset": ", ".join(datasets), "model": ", ".join(models),
         "seeds": max(len(s["seeds"]) for s in strategies.values()),
-        "fractions": [b["fraction"] for b in budgets],
-        "budgets": budgets,  # labeled fraction and mean labeled count of every budget
+        "fractions": [b["fraction"] for b in budgets],  # the x of every row, on the axis
+        "budgets": budgets,  # each x with its mean labeled count (fraction axis only)
         "common_fractions": common,
         "strategies": strategies,
         "ceiling": ceiling,
@@ -333,6 +498,19 @@ def summarize(runs: list[RunData], target: float = 0.95) -> dict[str, Any]:
         "segal_versions": sorted({str(m["segal_version"]) for r in runs + ceiling_runs for m in r.metrics
                                   if m.get("segal_version")}),
     }
+
+
+def _baseline(groups: dict[str, list[RunData]]) -> str | None:
+    """The label every strategy is paired with: image-level ``random``, else region-level ``random``
+    (a precise oracle first), else none."""
+    candidates = [(r.unit != "image", r.oracle == "dominant", label) for label, members in groups.items()
+                  for r in members[:1] if r.strategy == RANDOM and r.mode is None]
+    return min(candidates)[2] if candidates else None
+
+
+def _cycle_x(points: list[_Points], cycle: int) -> float:
+    """The mean x over seeds of a strategy's ``cycle``-th evaluation."""
+    return float(np.mean([p.x[cycle] for p in points if cycle < len(p.x)]))
 
 
 def _class_stats(per_run: list[dict[str, float | None]], classes: list[str]) -> dict[str, Any]:
@@ -402,48 +580,48 @@ def _ceiling(runs: list[RunData], metric: str) -> dict[str, Any] | None:
 _PAIRED_KEYS = ("data.dataset", "data.image_size", "model", "train.epochs", "train.steps", "train.min_steps",
                 "train.batch_size", "train.lr", "train.optimizer", "train.schedule", "train.reinit", "active.initial",
                 "active.budget")
+# An image run against a region run: the budget counts other units by design (a share of images, of pixels).
+_PAIRED_KEYS_ACROSS_UNITS = tuple(k for k in _PAIRED_KEYS if k != "active.budget")
 
 
-def _paired(members: list[RunData], randoms: list[RunData], metric: str, common: list[float],
-            warnings: list[str]) -> dict[str, Any]:
-    """Per-seed gains of ``members`` over the random run of the same seed (module docstring)."""
-    by_seed = {r.seed: r for r in randoms}
-    pairs: list[tuple[RunData, RunData]] = []
-    for run in members:
-        other = by_seed.get(run.seed)
-        if other is None:
+def _paired(label: str, members: list[RunData], mine: list[_Points], randoms: list[RunData],
+            theirs: list[_Points], grid: list[float], common: list[float], warnings: list[str]) -> dict[str, Any]:
+    """Per-seed gains of ``members`` over the baseline run of the same seed (module docstring)."""
+    by_seed = {r.seed: (r, p) for r, p in zip(randoms, theirs, strict=True)}
+    pairs: list[tuple[_Points, _Points, RunData]] = []
+    for run, points in zip(members, mine, strict=True):
+        if run.seed not in by_seed:
             continue
+        other, other_points = by_seed[run.seed]
         if run.initial is None or other.initial is None:
-            warnings.append(f"{run.label} seed {run.seed}: cannot check that it shares random's initial labeled "
+            warnings.append(f"{label} seed {run.seed}: cannot check that it shares the baseline's initial labeled "
                             f"set (no state.json in {run.dir if run.initial is None else other.dir})")
         elif run.initial != other.initial or run.pool_fingerprint != other.pool_fingerprint:
-            warnings.append(f"{run.label} seed {run.seed}: its initial labeled set (or pool) differs from random's "
+            warnings.append(f"{label} seed {run.seed}: its initial labeled set (or pool) differs from the baseline's "
                             f"({run.dir} vs {other.dir}); the pair is left out of the paired statistics")
             continue
-        differing = [k for k in _PAIRED_KEYS if get_dotted(run.recipe, k) != get_dotted(other.recipe, k)]
+        keys = _PAIRED_KEYS if run.unit == other.unit else _PAIRED_KEYS_ACROSS_UNITS
+        differing = [k for k in keys if get_dotted(run.recipe, k) != get_dotted(other.recipe, k)]
         if differing:
-            warnings.append(f"{run.label} seed {run.seed}: its recipe differs from random's in {', '.join(differing)} "
-                            "(kept, but the pair compares more than the strategy)")
-        pairs.append((run, other))
+            warnings.append(f"{label} seed {run.seed}: its recipe differs from the baseline's in "
+                            f"{', '.join(differing)} (kept, but the pair compares more than the strategy)")
+        pairs.append((points, other_points, run))
     per_budget = []
-    fractions = sorted({_key(m["fraction"]) for r, _ in pairs for m in r.metrics})
-    for f in fractions:
+    for g in grid:
         gains, seeds = [], []
-        for run, other in pairs:
-            a = next((float(m[metric]) for m in run.metrics if _key(m["fraction"]) == f), None)
-            b = next((float(m[metric]) for m in other.metrics if _key(m["fraction"]) == f), None)
+        for a_points, b_points, run in pairs:
+            a, b = a_points.at(g), b_points.at(g)
             if a is not None and b is not None:
                 gains.append(a - b)
                 seeds.append(run.seed)
         if gains:
-            per_budget.append({"fraction": f, "seeds": seeds, "gains": gains, **mean_ci(gains)})
+            per_budget.append({"fraction": g, "seeds": seeds, "gains": gains, **mean_ci(gains)})
     auc_gains, auc_seeds = [], []
-    for run, other in pairs:
-        mine = {_key(m["fraction"]): float(m[metric]) for m in run.metrics}
-        theirs = {_key(m["fraction"]): float(m[metric]) for m in other.metrics}
-        if common and all(f in mine and f in theirs for f in common):
-            auc_gains.append(normalised_auc(common, [mine[f] for f in common])
-                             - normalised_auc(common, [theirs[f] for f in common]))
+    for a_points, b_points, run in pairs:
+        a_values, b_values = [a_points.at(g) for g in common], [b_points.at(g) for g in common]
+        if common and all(v is not None for v in a_values + b_values):
+            auc_gains.append(normalised_auc(common, [float(v) for v in a_values if v is not None])
+                             - normalised_auc(common, [float(v) for v in b_values if v is not None]))
             auc_seeds.append(run.seed)
     auc = {"seeds": auc_seeds, "gains": auc_gains, **mean_ci(auc_gains)} if auc_gains else None
     return {"pairs": len(pairs), "per_budget": per_budget, "auc": auc}
@@ -454,14 +632,14 @@ def _model_name(recipe: dict[str, Any]) -> str:
     return f"{name}/{encoder}" if name == "deeplabv3plus" and encoder else str(name)
 
 
-def _diagnostics(members: list[RunData]) -> list[dict[str, Any]]:
+def _diagnostics(members: list[RunData], axis: str = "fraction", exact: bool = True) -> list[dict[str, Any]]:
     """Per acquisition cycle: discriminator AUROC (VAAL: mean, sample std and 95% t-interval over seeds,
     and each seed's own interval), mean acquired class histogram, time."""
     cycles = sorted({c for r in members for c in r.queries})
     out = []
     for c in cycles:
         qs = [(r, r.queries[c]) for r in members if c in r.queries]
-        fractions = [m["fraction"] for r, _ in qs for m in r.metrics if m.get("cycle") == c]
+        fractions = [r.x(m, axis) for r, _ in qs for m in r.metrics if m.get("cycle") == c]  # x when acquiring
         aurocs = [q.get("diagnostics", {}).get("auroc") for _, q in qs]
         seeded = [float(a) for a in aurocs if a is not None and not math.isnan(float(a))]
         hists = [q.get("diagnostics", {}).get("class_histogram") for _, q in qs]
@@ -472,7 +650,8 @@ def _diagnostics(members: list[RunData]) -> list[dict[str, Any]]:
         groups = sorted({g for s in shares for g in s})
         intervals = [q.get("diagnostics", {}).get("auroc_ci") for _, q in qs]
         out.append({
-            "cycle": c, "fraction": _key(np.mean(fractions)) if fractions else None, "n": len(qs),
+            "cycle": c, "fraction": (_key(float(np.mean(fractions))) if exact else float(np.mean(fractions))) if fractions
+            else None, "n": len(qs),
             "auroc": _mean_or_none(aurocs),
             "auroc_std": mean_std(seeded)[1] if seeded else None, "auroc_n": len(seeded),  # over seeds
             "auroc_seeds_ci": _clipped(mean_ci(seeded)["ci"]) if len(seeded) > 1 else None,  # t over seeds

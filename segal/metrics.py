@@ -73,6 +73,9 @@ def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
     return float(u / (len(pos) * len(neg)))
 
 
+WARN_AUROC = 0.05  # without an interval: an AUROC this close to 0.5 is a collapse warning
+
+
 def auroc_interval(area: float, n_pos: int, n_neg: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """Two-sided 95% interval of an AUROC by Hanley & McNeil (1982): ``area ± z·SE``, clipped to [0, 1], with
 
@@ -88,3 +91,21 @@ def auroc_interval(area: float, n_pos: int, n_neg: int, z: float = 1.95996398454
     var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
     half = z * math.sqrt(max(var, 0.0))
     return max(0.0, a - half), min(1.0, a + half)
+
+
+def collapse_warning(cycle: int, diagnostics: dict) -> str | None:
+    """A warning when the discriminator cannot be told from chance: its 95% AUROC interval holds 0.5
+    (or, for a strategy that reports no interval, the AUROC is within ``WARN_AUROC`` of it)."""
+    auroc, interval = diagnostics.get("auroc"), diagnostics.get("auroc_ci")
+    if auroc is None:
+        return None
+    if interval is not None:
+        if interval[0] <= 0.5 <= interval[1]:
+            return (f"cycle {cycle}: discriminator AUROC {auroc:.3f}, 95% interval [{interval[0]:.3f}, "
+                    f"{interval[1]:.3f}] holds 0.5 — VAAL cannot be told from random here")
+        return None
+    if abs(auroc - 0.5) < WARN_AUROC:
+        return f"cycle {cycle}: discriminator AUROC {auroc:.3f} ≈ 0.5 — VAAL is close to random here"
+    return None
+
+

@@ -55,3 +55,54 @@ def test_warm_epochs_warm_start_every_later_cycle():
     assert warm.train.reinit is False and warm.train.warm_epochs == 30 and warm.data.cache is True
     assert planned_steps(cycle_schedule(warm.train, warm=True), 145) == -(-30 * 145 // 8)  # 544, no floor
     assert planned_steps(cycle_schedule(warm.train, warm=False), 37) == planned_steps(cold.train, 37)
+
+
+def test_a_region_run_trains_epochs_over_its_labeled_pixels_in_whole_images_with_the_floor(tmp_path):
+    """Demo scenes of 32×48 = 1536 pixels in six 16-pixel patches; 4 initial images and 1536 pixels (six
+    patches) a cycle: 4, 5, 6 whole-image equivalents, however many images the patches lie in."""
+    import json
+
+    from segal.config import recipe_from_dict
+    from segal.loop import ActiveLoop
+    from segal.regions.cache import RegionCache
+    from segal.runs import start_run
+    from tests.test_regions_loop import labels_of, region_recipe
+
+    data = region_recipe(tmp_path)
+    data["train"] = {**data["train"], "steps": None, "epochs": 3, "min_steps": 4}
+    with start_run(recipe_from_dict(data), "<test>") as run:
+        ActiveLoop(run).run_loop()
+    steps = [json.loads((run.cycle_dir(k) / "train.json").read_text())["steps"] for k in range(3)]
+    assert steps == [max(4, -(-3 * 4 // 4)), -(-3 * 5 // 4), -(-3 * 6 // 4)] == [4, 4, 5]
+    _, labels = labels_of(run)
+    assert RegionCache.open(run.dir / "regions").shape == (32, 48)
+    assert len(labels.images_touched(2)) > 6  # counted in images touched, the steps would be more
+
+
+def region_args(tool, **changes) -> argparse.Namespace:
+    return args(tool, pixel_budget=0.05, region_cycles=4, segments=400, region_resolution=[180, 240],
+                region_vae_steps=tool.REGION_VAE_STEPS, max_unlabeled=20000, **changes)
+
+
+def test_region_runs_share_the_image_settings_and_add_4_cycles_of_5_percent_of_the_pixels():
+    tool = load_tool()
+    image = load_recipe(RECIPE, tool.settings(region_args(tool, warm_epochs=30))[0])
+    overrides, params = tool.region_settings(region_args(tool, warm_epochs=30))
+    region = load_recipe(RECIPE, overrides)
+    assert (region.active.unit, region.active.cost, region.active.budget, region.active.cycles) == \
+        ("region", "pixels", 0.05, 4)  # 10% of the images, then 4 × 5% of the pixels: 30%
+    assert region.active.initial == image.active.initial and region.seed == image.seed
+    assert region.train == image.train and region.model == image.model and region.data == image.data
+    r = region.regions
+    assert (r.method, r.segments, r.resolution, r.oracle) == ("slic", 400, [180, 240], "precise")
+    assert params["vaal"]["steps"] == tool.REGION_VAE_STEPS and params["vaal"]["max_unlabeled"] == 20000
+
+
+def test_the_image_report_leaves_the_region_folders_out(tmp_path):
+    tool = load_tool()
+    for name in ("random-seed0", "ceiling/random-seed0", "regions/random-seed0", "regions-dominant/vaal-seed0"):
+        (tmp_path / name / "cycles").mkdir(parents=True)
+        (tmp_path / name / "recipe.yaml").write_text("{}")
+    (tmp_path / "report").mkdir()
+    found = sorted(str(p.relative_to(tmp_path)) for p in tool.image_report_dirs(tmp_path))
+    assert found == ["ceiling/random-seed0", "random-seed0"]

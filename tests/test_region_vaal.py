@@ -147,6 +147,10 @@ def test_a_two_cycle_region_run_with_vaal_completes_within_its_pixel_budget(tmp_
         assert 0 < queries["spent"] <= budget and len(queries["regions"]) > 0
         assert all(0 <= s <= 1 for s in queries["scores"])
         assert (run.cycle_dir(cycle) / "region_vaal" / "vaal.pt").exists()
+        diagnostics = queries["diagnostics"]  # the discriminator's AUROC and interval, as image VAAL's
+        assert diagnostics["auroc_on"] in ("holdout", "crossfit") and 0 <= diagnostics["auroc"] <= 1
+        low, high = diagnostics["auroc_ci"]
+        assert low <= diagnostics["auroc"] <= high
     assert (run.dir / "cache" / "32x48" / "images.npy").exists()  # crops read from the resized-image cache
 
 
@@ -156,3 +160,47 @@ def test_image_vaal_options_not_done_for_regions_are_refused(params):
 
     with pytest.raises(UserError, match="region VAAL has no warm_start or diversity_factor"):
         RegionVAALStrategy.Params(**params)
+
+
+def _two_pool_context(labeled_value: int, unlabeled_value: int) -> RegionContext:
+    """Eight constant 16×16 images cut into sixteen 4×4 patches: images 0-1 (32 regions) labeled, painted
+    ``labeled_value``; images 2-7 (96 candidates) painted ``unlabeled_value``.  Every crop of a pool is
+    the same picture, so each pool's scores tie and the AUROC can only be 0, 0.5 or 1."""
+    grid = (np.arange(16)[:, None] // 4 * 4 + np.arange(16)[None, :] // 4).astype(np.int64)
+    images = np.full((8, 16, 16, 3), unlabeled_value, np.uint8)
+    images[:2] = labeled_value
+    cache = _cache([grid] * 8)
+    labeled = np.arange(32)
+    base = build_context(Pictures(images), [0, 1], budget=0, unlabeled=np.arange(2, 8), num_classes=2, seed=0)
+    return RegionContext(images=base, cache=cache, labels=SimpleNamespace(all_labeled_regions=lambda: labeled),
+                         candidates=np.arange(32, 128))
+
+
+@pytest.mark.parametrize("auroc_min, method", [(8, "holdout"), (100, "crossfit")])
+def test_pools_the_discriminator_cannot_tell_apart_give_auroc_one_half_and_a_collapse_warning(auroc_min, method):
+    from segal.loop import collapse_warning
+
+    params = {**TINY, "holdout": 0.25, "auroc_min": auroc_min}
+    scores, diagnostics = make_region_strategy("vaal", params, "<test>").score_with_diagnostics(
+        _two_pool_context(128, 128))
+    assert scores.shape == (96,)
+    assert diagnostics["auroc_on"] == method and diagnostics["auroc"] == 0.5
+    if method == "holdout":  # 8 of the 32 labeled regions held out, with 8 unlabeled ones, kept out of training
+        assert (diagnostics["auroc_labeled"], diagnostics["auroc_unlabeled"]) == (8, 8)
+        assert diagnostics["trained_on"] == {"labeled": 24, "unlabeled": 88}
+    else:  # every labeled and unlabeled region scored out of fold
+        assert (diagnostics["auroc_labeled"], diagnostics["auroc_unlabeled"]) == (32, 96)
+    low, high = diagnostics["auroc_ci"]
+    assert low < 0.5 < high
+    assert "holds 0.5" in collapse_warning(0, diagnostics)
+
+
+def test_pools_of_different_pictures_are_told_apart_on_held_out_regions_and_raise_no_warning():
+    from segal.loop import collapse_warning
+
+    # adversary_weight 0: the VAE does not fight the discriminator, which then has only to tell two pictures apart
+    params = {**TINY, "steps": 40, "holdout": 0.25, "auroc_min": 8, "adversary_weight": 0.0}
+    _, diagnostics = make_region_strategy("vaal", params, "<test>").score_with_diagnostics(_two_pool_context(255, 0))
+    assert diagnostics["auroc_on"] == "holdout" and diagnostics["auroc"] == 1.0
+    assert diagnostics["auroc_ci"] == [1.0, 1.0]  # Hanley-McNeil degenerates to a point at A = 1
+    assert collapse_warning(0, diagnostics) is None

@@ -15,6 +15,47 @@ on 2 cores before the strategies' own costs (re-initialising: about 14 h).  ``--
 trains every seed on the whole pool (OUT/ceiling) and reports against it.  The grid is resumable: kill
 it and run the same command again (finished runs are skipped, a cycle resumes from its last epoch).
 The report (table, curves.png, report.html, summary.json) is written to OUT/report.
+
+``--unit region`` runs the region benchmark of issue 16 instead (see :func:`region_settings`)::
+
+    python tools/label_efficiency.py --unit region --warm-epochs 30 --ceiling --jobs 2 --threads 2
+    python tools/label_efficiency.py --unit region --quick      # a smoke run
+
+From the same initial 10% of images as the image runs of the same seed, region runs add 5% of the
+pool's pixels per cycle for 4 cycles (to 30%): ``--strategies`` random, entropy, class_balanced and
+vaal with the precise oracle (OUT/regions), and ``--dominant`` (default class_balanced, the acquisition
+Cai et al. pair with one-click labels) with the dominant oracle too (OUT/regions-dominant).  Regions
+are SLIC superpixels (400 asked, ~356 made per image) computed at 180×240, half the masks' size:
+half the SLIC time of 360×480, and still ~120 pixels (11×11) per superpixel at that size.
+The baselines are image-level ``--baselines`` (random, entropy) in OUT itself, with the image grid's
+own settings and names, so that pointing ``--out`` at a finished issue-14 grid folder reuses its runs
+(run this after that grid has finished: a run another process holds stops the sweep at its lock).
+The report of baselines, region runs and ceiling goes to OUT/report-regions (OUT/report is the image
+grid's, and leaves region runs out).
+
+**Training schedule of a region run.**  An image run's ``train.epochs`` count passes over its labeled
+images; a region run's labels are spread over many more images than the same pixels would fill
+(after one cycle of 5% in superpixels, 305–338 of the 367 images are touched in ``--quick``), so
+epochs over images touched would train a region run up to 6× more steps than the image run it is
+compared with, for the same labels.  segal counts a region run's epochs over its labeled *pixels* in whole-image
+equivalents (labeled pixels ÷ pixels per image, rounded up; segal.region_loop), with the same
+``min_steps`` floor and the same ``warm_epochs``: at every budget a region run trains exactly as many
+steps as an image run with as many labeled pixels, so a difference between them is the labels', not
+the compute's.  Region VAAL trains ``--region-vae-steps`` iterations per cycle (epochs over ~30k
+crops would be ~100× image VAAL's), on at most ``--max-unlabeled`` unlabeled regions.
+
+**Estimated wall time of the full region grid** (3 seeds × 4 precise + 1 dominant strategy = 15 runs;
+the baselines and the ceiling are the image grid's, reused), ``--warm-epochs 30 --jobs 2 --threads 2``.
+Measured on core 0 at 96×128, batch 8, one thread, while the issue-14 grid and other tests ran there:
+a training step takes 0.58 s of CPU (2.2 s of wall time, the core being shared: the CPU time is the
+uncontended estimate); a region-VAAL iteration (width 32, z 32, 32×32 crops, batch 32) 0.43 s; SLIC at
+180×240 0.069 s per image (356 regions per image, ~120 pixels each).  Per run: cycle 0 from scratch
+1600 steps (the floor), then warm cycles at 56, 74, 93, 111 image equivalents: 210 + 278 + 349 + 417
+steps, 2854 in all = 28 min; evaluation, scoring, regions and clicks ~2 min; region VAAL adds
+4 × (1000 × 0.43 s + ~90 s scoring) = 35 min.  15 × 30 min + 3 × 35 min ≈ 9.3 core-hours, ≈ 4.6 h on 2 cores.  Not
+counted: sharing cycle 0 among the 4 precise runs of a seed (they train the same network: the same
+mIoU to the last digit in ``--quick``, and the same as the image runs' cycle 0) saves 3 × 1600 steps a
+seed, ~1.2 h on 2 cores, where the sweep shares it (segal.shared_start).
 """
 
 from __future__ import annotations
@@ -36,6 +77,7 @@ DEFAULT_STRATEGIES = "random,entropy,coreset,vaal,vaal:paper"
 EPOCHS = 88  # passes over the labeled set per cycle (measured at 40%)
 MIN_STEPS = 1600  # floor for the small budgets (800 too few at 10%; 1600 → 3200: +3.51)
 VAE_EPOCHS = 30.0  # PLACEHOLDER: VAAL passes over labeled + unlabeled per cycle (≈ 345 iterations, the old 300)
+REGION_VAE_STEPS = 1000  # region-VAAL iterations per cycle (batch 32: ~1 pass over 32k crops; a budget, not measured)
 
 
 def settings(args: argparse.Namespace) -> tuple[dict, dict]:
@@ -61,13 +103,80 @@ def settings(args: argparse.Namespace) -> tuple[dict, dict]:
     return overrides, {"vaal": vaal}
 
 
+DEFAULT_REGION_STRATEGIES = "random,entropy,class_balanced,vaal"
+REGION_FOLDER, DOMINANT_FOLDER = "regions", "regions-dominant"
+
+
+def region_settings(args: argparse.Namespace) -> tuple[dict, dict]:
+    """Recipe overrides and per-strategy parameters of the region runs: the image benchmark's settings
+    (the same initial images, network, schedule rule and seeds) with a pixel budget over SLIC regions."""
+    overrides, _ = settings(args)
+    overrides = {**overrides, "active.unit": "region", "active.cost": "pixels", "active.budget": args.pixel_budget,
+                 "active.cycles": args.region_cycles, "regions.method": "slic", "regions.segments": args.segments,
+                 "regions.resolution": list(args.region_resolution), "regions.oracle": "precise"}
+    vaal = {"image_size": args.vae_size, "z_dim": args.z_dim, "width": args.vae_width, "batch_size": 32,
+            "steps": args.region_vae_steps, "max_unlabeled": args.max_unlabeled}
+    return overrides, {"vaal": vaal}
+
+
+def image_report_dirs(out: Path) -> list[Path]:
+    """The runs under ``out`` that the image benchmark's report covers: all but the region folders'."""
+    from segal.results import find_runs
+
+    skip = [(out / name).resolve() for name in (REGION_FOLDER, DOMINANT_FOLDER)]
+    return [d for d in find_runs([out]) if not any(d.resolve().is_relative_to(s) for s in skip)]
+
+
+def run_regions(args: argparse.Namespace, recipe: Path, out: Path, seeds: list[int], progress, console) -> None:
+    """The region benchmark: image baselines, region runs (precise, then dominant), ceiling, one report."""
+    from segal.config import CEILING_OVERRIDES
+    from segal.report import report
+    from segal.sweep import run_name, sweep
+
+    image_overrides, image_params = settings(args)
+    overrides, params = region_settings(args)
+    baselines = [s for s in args.baselines.split(",") if s]
+    if baselines:  # the image grid's runs, same names and settings: finished ones are skipped
+        sweep(recipe, baselines, seeds, out, image_overrides, progress, strategy_params=image_params,
+              console=None, jobs=args.jobs, threads=args.threads, write_report=False)
+    sweep(recipe, args.strategies.split(","), seeds, out / REGION_FOLDER, overrides, progress,
+          strategy_params=params, console=None, jobs=args.jobs, threads=args.threads, write_report=False)
+    dirs = [out / REGION_FOLDER] + [out / run_name(s, seed) for s in baselines for seed in seeds]
+    if args.dominant:
+        sweep(recipe, [args.dominant], seeds, out / DOMINANT_FOLDER, {**overrides, "regions.oracle": "dominant"},
+              progress, strategy_params=params, console=None, jobs=args.jobs, threads=args.threads,
+              write_report=False)
+        dirs.append(out / DOMINANT_FOLDER)
+    if args.ceiling:
+        sweep(recipe, ["random"], seeds, out / "ceiling", {**image_overrides, **CEILING_OVERRIDES}, progress,
+              console=None, jobs=args.jobs, threads=args.threads, write_report=False)
+        dirs.append(out / "ceiling")
+    report(dirs, out / "report-regions", console=console)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "camvid"))
     parser.add_argument("--out", default="runs/label-efficiency")
-    parser.add_argument("--strategies", default=DEFAULT_STRATEGIES)
+    parser.add_argument("--unit", choices=("image", "region"), default="image",
+                        help="image: the issue-14 grid; region: the region benchmark (module docstring)")
+    parser.add_argument("--strategies", help=f"default: {DEFAULT_STRATEGIES} (image), "
+                                             f"{DEFAULT_REGION_STRATEGIES} (region)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--cycles", type=int, default=6, help="acquisitions after the initial 10%% (6 → 40%%)")
+    parser.add_argument("--baselines", default="random,entropy", help="--unit region: image-level baselines")
+    parser.add_argument("--dominant", default="class_balanced",
+                        help="--unit region: the strategy also run with the dominant oracle ('' for none)")
+    parser.add_argument("--region-cycles", type=int, default=4, help="--unit region: acquisitions (4 → 30%% pixels)")
+    parser.add_argument("--pixel-budget", type=float, default=0.05, help="--unit region: share of the pool's pixels "
+                                                                         "per cycle")
+    parser.add_argument("--segments", type=int, default=400, help="--unit region: SLIC superpixels per image")
+    parser.add_argument("--region-resolution", type=int, nargs=2, default=[180, 240], metavar=("H", "W"),
+                        help="--unit region: the size the regions are computed (and pixels counted) at")
+    parser.add_argument("--region-vae-steps", type=int, default=REGION_VAE_STEPS,
+                        help="--unit region: region-VAAL iterations per cycle")
+    parser.add_argument("--max-unlabeled", type=int, default=20000,
+                        help="--unit region: region VAAL trains on at most this many unlabeled regions")
     parser.add_argument("--image-size", type=int, nargs=2, default=[96, 128], metavar=("H", "W"))
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="task-network passes over the labeled set per cycle")
     parser.add_argument("--min-steps", type=int, default=MIN_STEPS, help="floor on the steps of a cycle")
@@ -91,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seeds, args.cycles, args.steps, args.image_size = "0", 1, 3, [32, 64]
         args.vae_size, args.z_dim, args.vae_width, args.vae_steps = 32, 8, 8, 3
+        args.region_cycles, args.segments, args.region_resolution = 1, 50, [45, 60]
+        args.region_vae_steps, args.max_unlabeled = 3, 500
+    region = args.unit == "region"
+    if args.strategies is None:
+        args.strategies = DEFAULT_REGION_STRATEGIES if region else DEFAULT_STRATEGIES
 
     from segal.threads import prefer_passive_wait
 
@@ -103,20 +217,28 @@ def main(argv: list[str] | None = None) -> int:
     configure_threads(args.threads, jobs=1)
 
     console = Console()
-    overrides, params = settings(args)
-    console.print("[bold]CamVid label-efficiency benchmark[/]")
+    overrides, params = region_settings(args) if region else settings(args)
+    console.print(f"[bold]CamVid label-efficiency benchmark{' (regions)' if region else ''}[/]")
     schedule = (f"{args.steps} steps per cycle (fixed)" if args.steps else
                 f"max({args.min_steps}, ceil({args.epochs} × labeled / {args.batch_size})) steps per cycle")
     if args.warm_epochs is not None and not args.steps:
         schedule += (f" from scratch at cycle 0; later cycles warm-started for "
                      f"ceil({args.warm_epochs} × labeled / {args.batch_size}) steps")
-    for key, value in {**overrides, "schedule": schedule, "strategies": args.strategies, "seeds": args.seeds,
-                       "vaal": params["vaal"], "ceiling": args.ceiling, "jobs": args.jobs, "out": args.out}.items():
+    shown = {**overrides, "schedule": schedule, "strategies": args.strategies, "seeds": args.seeds,
+             "vaal": params["vaal"], "ceiling": args.ceiling, "jobs": args.jobs, "out": args.out}
+    if region:
+        shown.update({"schedule": schedule + ", epochs counted over the labeled pixels in whole-image equivalents",
+                      "baselines": f"{args.baselines} (image level, in {args.out})",
+                      "dominant oracle": args.dominant or "none", "regions out": f"{args.out}/{REGION_FOLDER}"})
+    for key, value in shown.items():
         console.print(f"  {key}: {value}")
     seeds = [int(s) for s in args.seeds.split(",")]
     progress = RichProgress(Console(stderr=True))
     try:
         recipe, out = ROOT / "recipes" / "camvid.yaml", Path(args.out)
+        if region:
+            run_regions(args, recipe, out, seeds, progress, console)
+            return 0
         sweep(recipe, args.strategies.split(","), seeds, out, overrides, progress, strategy_params=params,
               console=console, jobs=args.jobs, threads=args.threads)
         if args.ceiling:  # same recipe and schedule rule on the whole pool; then one report over everything
@@ -125,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
 
             sweep(recipe, ["random"], seeds, out / "ceiling", {**overrides, **CEILING_OVERRIDES}, progress,
                   console=None, jobs=args.jobs, threads=args.threads)
-            report([out], out / "report", console=console)
+            report(image_report_dirs(out), out / "report", console=console)
     except UserError as exc:
         console.print(f"[bold red]error:[/] {exc}")
         return 2

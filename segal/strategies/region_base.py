@@ -61,6 +61,10 @@ class RegionStrategy(abc.ABC):
     def score(self, ctx: RegionContext) -> np.ndarray:
         """One finite score per region of ``ctx.candidates``, in its order; higher = label first."""
 
+    def score_with_diagnostics(self, ctx: RegionContext) -> tuple[np.ndarray, dict]:
+        """:meth:`score` and what the strategy reports about it in ``queries.json`` (default: nothing)."""
+        return self.score(ctx), {}
+
 
 REGION_STRATEGIES: Registry[type[RegionStrategy]] = Registry("region strategy")
 

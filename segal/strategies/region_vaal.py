@@ -11,8 +11,14 @@ first, as :func:`segal.strategies.label_first` turns VAAL's scores).
 
 Parameters are VAAL's (``width``, ``z_dim``, ``image_size``, ``epochs``/``steps``, ``mode`` …) plus
 ``max_unlabeled``: when more regions are unlabeled than that, the discriminator trains on a seeded
-subsample of them (every candidate is still scored).  VAAL's AUROC diagnostics are not computed
-for regions yet, and its ``warm_start`` and ``diversity_factor`` are refused.  The trained pair is kept in ``<cycle>/region_vaal/vaal.pt``, so a resumed
+subsample of them (every candidate is still scored).  The discriminator's AUROC of labeled against
+unlabeled regions, with its 95% interval, goes to ``queries.json`` as image VAAL's does
+(:meth:`~segal.strategies.vaal.VAALStrategy.measure_auroc`): on held-out regions (``holdout`` of the
+labeled ones and as many of the unlabeled ones, kept out of training) when they number at least
+``auroc_min``, else cross-fitted.  The split is by region, not by image: a held-out region's image may
+have other regions in training, so the AUROC says whether the discriminator tells the pools apart at
+all (a collapse warns, as for images), not how it does on images it never saw.  ``warm_start`` and
+``diversity_factor`` are refused.  The trained pair is kept in ``<cycle>/region_vaal/vaal.pt``, so a resumed
 acquisition does not retrain; everything is seeded by (seed, cycle).
 """
 
@@ -103,6 +109,10 @@ class RegionVAALStrategy(RegionStrategy):
         return ResizedImageCache(pool, ctx.cache.shape, Path(workdir).parent.parent / "cache")
 
     def score(self, ctx: RegionContext) -> np.ndarray:
+        return self.score_with_diagnostics(ctx)[0]
+
+    def score_with_diagnostics(self, ctx: RegionContext) -> tuple[np.ndarray, dict]:
+        """``1 − P(labeled)`` of every candidate, and the discriminator's out-of-sample AUROC (module docstring)."""
         p = self.params
         assert isinstance(p, RegionVAALStrategy.Params)
         base = ctx.images
@@ -116,26 +126,34 @@ class RegionVAALStrategy(RegionStrategy):
         region_ctx = build_context(crops, labeled, budget=0, unlabeled=unlabeled, num_classes=base.num_classes,
                                    compute=base.compute, cycle=base.cycle, seed=base.seed, progress=base.progress,
                                    workdir=workdir)
+        train_l, train_u, hold_l, hold_u = vaal.split_holdout(region_ctx)
         torch.manual_seed(int(region_ctx.generator(salt=29).integers(2**31)))
         vae, disc = vaal.build()
         vae.to(base.device)
         disc.to(base.device)
         checkpoint = workdir / "vaal.pt" if workdir is not None else None
-        if vaal._load(checkpoint, vae, disc) is None:
+        info = vaal._load(checkpoint, vae, disc)
+        if info is None:
             if len(labeled) == 0:
                 raise UserError("region VAAL needs labeled regions to tell from unlabeled ones",
                                 fix="set active.initial to at least 1 image")
-            info = vaal.train(region_ctx, vae, disc, labeled, unlabeled)
+            info = vaal.train(region_ctx, vae, disc, train_l, train_u)
             if dist.is_main() and workdir is not None:
                 workdir.mkdir(parents=True, exist_ok=True)
                 vaal._save(region_ctx, vae, disc, info)
             dist.barrier()
+        else:
+            info = dict(info, resumed_from_checkpoint=True)
         ids, p_labeled = vaal.score(region_ctx, vae, disc, ctx.candidates, description="VAAL scoring regions")
         order = np.argsort(ids, kind="stable")
         ids, p_labeled = ids[order], p_labeled[order]
         if not np.array_equal(ids, ctx.candidates):
             raise RuntimeError("a candidate region was not scored")
-        return 1.0 - p_labeled
+        measured, info = vaal.measure_auroc(region_ctx, vae, disc, info, ids, p_labeled, hold_l, hold_u)
+        diagnostics = {"mode": p.mode, "image_size": p.image_size, "z_dim": p.z_dim, "width": p.width,
+                       "trained_on": {"labeled": int(len(train_l)), "unlabeled": int(len(train_u))},
+                       **measured, **info}
+        return 1.0 - p_labeled, diagnostics
 
 
 __all__ = ["RegionCrops", "RegionVAALStrategy"]

@@ -284,6 +284,39 @@ class VAALStrategy(Strategy):
         return {"auroc": auroc(s_l, s_u), "folds": folds, "labeled": int(len(s_l)), "unlabeled": int(len(s_u)),
                 "labeled_score_mean": float(np.mean(s_l)) if len(s_l) else None}
 
+    def measure_auroc(self, ctx: AcquisitionContext, vae: VAE, disc: Discriminator, info: dict, idx: np.ndarray,
+                      scores: np.ndarray, hold_l: np.ndarray, hold_u: np.ndarray) -> tuple[dict, dict]:
+        """The discriminator's AUROC of labeled against unlabeled, out of sample where it can be (see
+        :meth:`auroc_method`), with its 95% interval: ``(diagnostics, info)``.
+
+        ``scores`` are P(labeled) of ``idx``, which hold ``hold_u``; ``hold_l``/``hold_u`` are the held-out
+        sets of :meth:`split_holdout` (empty: cross-fitted or on training samples).  A cross-fit result is
+        kept in ``info`` and the checkpoint, so that a resumed acquisition does not retrain it."""
+        extra: dict = {}
+        if len(hold_l):
+            _, s_l = self.score(ctx, vae, disc, hold_l, description="VAAL held-out AUROC")
+            s_u = scores[np.isin(idx, hold_u)]
+            auc_on, auc, n_l, n_u = "holdout", auroc(s_l, s_u), len(s_l), len(s_u)
+            labeled_mean = float(np.mean(s_l)) if len(s_l) else None
+        elif self.auroc_method(ctx) == "crossfit":
+            cf = info.get("crossfit")
+            if cf is None:
+                cf = self.crossfit(ctx)
+                info = info | {"crossfit": cf}
+                if dist.is_main():
+                    self._save(ctx, vae, disc, {k: v for k, v in info.items() if k != "resumed_from_checkpoint"})
+                dist.barrier()
+            auc_on, auc, n_l, n_u, labeled_mean = "crossfit", cf["auroc"], cf["labeled"], cf["unlabeled"], \
+                cf["labeled_score_mean"]
+            extra = {"auroc_folds": cf["folds"]}
+        else:  # holdout 0 or a single labeled sample: measured on training samples (optimistic)
+            _, s_l = self.score(ctx, vae, disc, ctx.labeled, description="VAAL AUROC")
+            auc_on, auc, n_l, n_u = "train", auroc(s_l, scores), len(s_l), len(scores)
+            labeled_mean = float(np.mean(s_l)) if len(s_l) else None
+        return {"auroc": auc, "auroc_on": auc_on, "auroc_labeled": int(n_l), "auroc_unlabeled": int(n_u),
+                "auroc_ci": list(auroc_interval(auc, n_l, n_u)), "auroc_ci_method": "Hanley-McNeil 1982, 95%",
+                **extra, "labeled_score_mean": labeled_mean}, info
+
     # ------------------------------------------------------------------ checkpoints
     def _save(self, ctx: AcquisitionContext, vae: VAE, disc: Discriminator, info: dict) -> None:
         if ctx.workdir is None:
@@ -329,27 +362,7 @@ class VAALStrategy(Strategy):
             info = dict(info, resumed_from_checkpoint=True)
 
         idx, scores = self.score(ctx, vae, disc, ctx.unlabeled)
-        extra: dict = {}
-        if len(hold_l):
-            _, s_l = self.score(ctx, vae, disc, hold_l, description="VAAL held-out AUROC")
-            s_u = scores[np.isin(idx, hold_u)]
-            auc_on, auc, n_l, n_u = "holdout", auroc(s_l, s_u), len(s_l), len(s_u)
-            labeled_mean = float(np.mean(s_l)) if len(s_l) else None
-        elif self.auroc_method(ctx) == "crossfit":
-            cf = info.get("crossfit")
-            if cf is None:  # kept with the checkpoint, so that a resumed acquisition does not retrain it
-                cf = self.crossfit(ctx)
-                info = info | {"crossfit": cf}
-                if dist.is_main():
-                    self._save(ctx, vae, disc, {k: v for k, v in info.items() if k != "resumed_from_checkpoint"})
-                dist.barrier()
-            auc_on, auc, n_l, n_u, labeled_mean = "crossfit", cf["auroc"], cf["labeled"], cf["unlabeled"], \
-                cf["labeled_score_mean"]
-            extra = {"auroc_folds": cf["folds"]}
-        else:  # holdout 0 or a single labeled image: measured on training images (optimistic)
-            _, s_l = self.score(ctx, vae, disc, ctx.labeled, description="VAAL AUROC")
-            auc_on, auc, n_l, n_u = "train", auroc(s_l, scores), len(s_l), len(scores)
-            labeled_mean = float(np.mean(s_l)) if len(s_l) else None
+        measured, info = self.measure_auroc(ctx, vae, disc, info, idx, scores, hold_l, hold_u)
 
         if p.diversity_factor:
             candidates = top_k_lowest(scores, idx, min(len(idx), p.diversity_factor * ctx.budget))
@@ -363,10 +376,7 @@ class VAALStrategy(Strategy):
         hist, edges = np.histogram(scores, bins=10, range=(0.0, 1.0))
         diagnostics = {
             "mode": p.mode, "kl_reduction": self.kl_reduction, "image_size": p.image_size, "z_dim": p.z_dim,
-            "width": p.width, "auroc": auc, "auroc_on": auc_on, "auroc_labeled": int(n_l),
-            "auroc_unlabeled": int(n_u), "auroc_ci": list(auroc_interval(auc, n_l, n_u)),
-            "auroc_ci_method": "Hanley-McNeil 1982, 95%", **extra,
-            "labeled_score_mean": labeled_mean,
+            "width": p.width, **measured,
             "pool_score_mean": float(scores.mean()), "pool_score_std": float(scores.std()),
             "pool_score_quantiles": dict(zip(["min", "p05", "p25", "p50", "p75", "p95", "max"],
                                              [float(q) for q in quantiles], strict=True)),

@@ -8,7 +8,7 @@ an acquisition, once written to ``queries.json``, is never recomputed or lost.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,8 @@ from segal.distributed import barrier, is_main
 from segal.engine import cycle_schedule, evaluate, predict_masks, train
 from segal.errors import UserError
 from segal.fileio import atomic_write_json, read_json
+from segal.image_costs import ImageCosts
+from segal.metrics import WARN_AUROC, collapse_warning  # noqa: F401  (segal.loop.collapse_warning: tests, users)
 from segal.oracle import OracleView
 from segal.pool import PoolState
 from segal.progress import Progress
@@ -31,8 +33,6 @@ from segal.runs import Run
 from segal.strategies import make_strategy
 from segal.strategies.context import build_context
 from segal.tracking import QUERY_IMAGES, log_acquisition, log_evaluation, open_tracker, query_panel
-
-WARN_AUROC = 0.05
 
 
 @dataclass
@@ -93,8 +93,10 @@ def class_histogram(pool: Dataset, indices: np.ndarray) -> dict[str, float]:
 class ActiveLoop:
     """Drives one run from wherever its state says it is to its last budget (or a human-label stop)."""
 
-    def __init__(self, run: Run, progress: Progress | None = None, max_cycles: int | None = None):
+    def __init__(self, run: Run, progress: Progress | None = None, max_cycles: int | None = None,
+                 initial_donors: Sequence[Path] = ()):
         self.run = run
+        self.initial_donors = tuple(initial_donors)  # runs whose cycle-0 network this one may copy (segal.shared_start)
         self.progress = progress or Progress()
         self.max_cycles = max_cycles
         self.tracking = run.recipe.log.tensorboard and is_main()  # TensorBoard events (segal.tracking)
@@ -104,6 +106,7 @@ class ActiveLoop:
         self.strategy = None if a.unit == "region" else make_strategy(a.strategy, a.strategy_params,
                                                                       str(run.dir / "recipe.yaml"))
         self.model: nn.Module | None = None  # this cycle's trained network, once trained or reloaded
+        self._costs: ImageCosts | None = None  # an image run's cost counter, opened at the first evaluation
         # active.unit: region — the region half of each stage (segal.region_loop); None in image runs
         self.regions = RegionSteps(run, self.progress) if a.unit == "region" else None
         self._stages: dict[str, Callable[[PoolState, int, Path], None]] = {
@@ -137,6 +140,12 @@ class ActiveLoop:
         root = self.run.dir / "cache" if dist.world() == 1 else self.run.dir / "cache" / f"rank{dist.rank()}"
         return TrainingCache(view, recipe.data.image_size, root, pool=self.run.pool)
 
+    def _image_costs(self) -> ImageCosts:
+        """Each labeled image's pixels and precise clicks, counted once per run (segal.image_costs)."""
+        if self._costs is None:
+            self._costs = ImageCosts(self.run.pool, self.run.dir / "cache")
+        return self._costs
+
     def _event(self, event: str, **fields) -> None:
         self.run.log(event, **fields)
         self.progress.log(event, **fields)
@@ -147,6 +156,14 @@ class ActiveLoop:
         cdir = run.cycle_dir(cycle)
         final = cdir / "task.pt"
         model = run.build_model(_seed(run.recipe.seed, cycle, 7))
+        if cycle == 0 and self.initial_donors:
+            if is_main():
+                from segal.shared_start import share_initial_network
+
+                donor = share_initial_network(run, state, self.initial_donors)
+                if donor is not None:
+                    self.progress.log("shared_initial_network", cycle=cycle, donor=str(donor))
+            barrier()
         if final.exists():
             apply_state_dict(model, load_checkpoint(final), final)
             return model.to(run.device), None
@@ -155,6 +172,8 @@ class ActiveLoop:
             previous = run.cycle_dir(cycle - 1) / "task.pt"
             apply_state_dict(model, load_checkpoint(previous), previous)
             cfg = cycle_schedule(cfg, warm=True)
+        if self.regions is not None:  # epochs count the labeled pixels, in whole images (segal.region_loop)
+            cfg = self.regions.schedule(cfg, cycle)
         view: Dataset
         if self.regions is None:
             view = self.oracle_view(state)
@@ -215,7 +234,8 @@ class ActiveLoop:
             if state.stage == "await_labels":
                 if not (run.cycle_dir(state.cycle) / "task.pt").exists():  # deleted: `segal export` predicts with it
                     self._trained_model(state, state.cycle)  # same seed and labels: the same network again
-                self._event("awaiting_labels", pending=len(state.pending), cycle=state.cycle)
+                waiting = len(state.pending) if self.regions is None else len(self.regions.labels.images_pending())
+                self._event("awaiting_labels", pending=waiting, cycle=state.cycle)
                 break
             self.step(state)
             if state.stage == "train":
@@ -272,6 +292,9 @@ class ActiveLoop:
             if self.regions is not None:  # the cost axes; "fraction" becomes the share of the pool's pixels
                 metrics.update(self.regions.cost_metrics(cycle))
                 metrics["fraction"] = metrics["cost"]["pixel_share"]
+            else:  # the same cost axes, a whole image as one region (segal.image_costs)
+                metrics.update(unit="image", cost=self._image_costs().block(
+                    state.labeled_indices(), OracleView(run.pool, run.override_masks(state)), set(state.human)))
             atomic_write_json(metrics_path, metrics)
             self._event("evaluated", cycle=cycle, labeled=state.num_labeled,
                         **{k: metrics[k] for k in ("miou", "accuracy") if k in metrics})
@@ -296,7 +319,10 @@ class ActiveLoop:
         if self.regions is not None:
             count = self.regions.label(state, cycle, cdir / "queries.json")
             self.model = None
-            self._event("regions_labeled", cycle=cycle, count=count, oracle=run.region_oracle)
+            if state.stage == "await_labels":  # a human oracle: the regions wait for `segal import`
+                self._event("regions_pending", cycle=cycle, count=count)
+            else:
+                self._event("regions_labeled", cycle=cycle, count=count, oracle=run.region_oracle)
             return
         chosen = read_json(cdir / "queries.json")["indices"]
         if run.recipe.active.oracle == "human":
@@ -387,22 +413,6 @@ class ActiveLoop:
                     masks = dict(predict_masks(model, pool, shown, compute=self.run.compute))
         panels = [query_panel(pool.load_image(i), masks.get(i), pool.classes.colors) for i in shown]
         log_acquisition(self.tracker.sub("cycles"), cycle, queries, pool.classes.names, panels)
-
-
-def collapse_warning(cycle: int, diagnostics: dict) -> str | None:
-    """A warning when the discriminator cannot be told from chance: its 95% AUROC interval holds 0.5
-    (or, for a strategy that reports no interval, the AUROC is within ``WARN_AUROC`` of it)."""
-    auroc, interval = diagnostics.get("auroc"), diagnostics.get("auroc_ci")
-    if auroc is None:
-        return None
-    if interval is not None:
-        if interval[0] <= 0.5 <= interval[1]:
-            return (f"cycle {cycle}: discriminator AUROC {auroc:.3f}, 95% interval [{interval[0]:.3f}, "
-                    f"{interval[1]:.3f}] holds 0.5 — VAAL cannot be told from random here")
-        return None
-    if abs(auroc - 0.5) < WARN_AUROC:
-        return f"cycle {cycle}: discriminator AUROC {auroc:.3f} ≈ 0.5 — VAAL is close to random here"
-    return None
 
 
 def drop_older_checkpoints(run: Run, cycle: int) -> None:

@@ -17,6 +17,7 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -51,7 +52,9 @@ from segal.tracking import require_tensorboard
 IDENTITY_KEYS = ("task", "seed", "data.dataset", "data.train_split", "data.image_size", "model.name",
                  "model.encoder", "active.initial", "active.budget", "active.strategy")
 # ... and for region-level runs (compared only when either recipe is one: older image runs lack the keys).
-REGION_IDENTITY_KEYS = ("active.unit", "active.cost", "regions")
+# active.oracle too: a region run's training reads imported labels for every region labeled after cycle 0
+# (segal.regions.training), so one run cannot switch between annotators and the simulated oracle.
+REGION_IDENTITY_KEYS = ("active.unit", "active.cost", "active.oracle", "regions")
 
 
 @dataclass
@@ -195,16 +198,25 @@ class Run:
     def region_clicks(self, progress: Any = None) -> np.ndarray:
         """Clicks of labeling each region with the run's simulated oracle (segal.regions.training)."""
         if self._clicks is None:
+            from segal.regions.click_cache import cached_precise_clicks
             from segal.regions.training import region_clicks
 
-            self._clicks = region_clicks(self.pool, self.region_cache(progress), self.region_oracle, progress)
+            cache = self.region_cache(progress)
+            self._clicks = (cached_precise_clicks(self.pool, cache, progress) if self.region_oracle == "precise"
+                            else region_clicks(self.pool, cache, self.region_oracle, progress))
         return self._clicks
+
+    @property
+    def plan_needs_regions(self) -> bool:
+        """Whether :meth:`region_plan` builds the region maps: a click budget counts the whole pool's clicks."""
+        return self.recipe.active.unit == "region" and self.recipe.active.cost == "clicks"
 
     def region_plan(self) -> CostPlan:
         """How a region run spends (segal.regions.budget.plan_cost): pixels count at the regions' resolution.
 
         A pixel budget needs only the maps' shape; a click budget counts the clicks of the whole pool,
-        which needs the region maps (built here if they are not yet)."""
+        which needs the region maps (built here if they are not yet: :func:`start_run` calls it only
+        once it holds the run's lock, see :attr:`plan_needs_regions`)."""
         a, pool = self.recipe.active, self.pool
         if a.cost == "clicks":
             total = int(self.region_clicks().sum())
@@ -341,15 +353,21 @@ def start_run(recipe: Recipe, recipe_source: str) -> Run:
             )
         if run.state_path.exists():
             PoolState.load(run.state_path)  # a torn or hand-edited state fails before the recipe is rewritten
+    elif run.plan_needs_regions:  # a click budget counts the region maps' clicks: planned under the lock, below
+        run.pool  # noqa: B018 -- opens the pool: bad data fails before anything is written
+        _check_model_fits(run, recipe_source)
     else:
         run.new_state()  # opens the pool and plans the budgets: bad data fails before anything is written
         _check_model_fits(run, recipe_source)  # the network builds and takes the image size, before anything is written
+    new_dir, new_regions = not run_dir.exists(), not (run_dir / "regions").exists()
     if is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
     run.take_lock()  # a second writer stops here, before it deletes or rewrites anything
     try:
         if stored.exists() and is_main():
             remove_crash_leftovers(run_dir)  # only the lock holder may: they could be a live writer's files
+        elif run.plan_needs_regions:
+            _plan_under_lock(run, new_dir, new_regions)
         write_recipe(run_dir, recipe)
     except BaseException:
         run.close()
@@ -357,13 +375,32 @@ def start_run(recipe: Recipe, recipe_source: str) -> Run:
     return run
 
 
+def _plan_under_lock(run: Run, new_dir: bool, new_regions: bool) -> None:
+    """Plan a new click-budget run: build its region maps (only the lock holder may write them) and check
+    the budget against the pool's clicks.  A refused plan removes what this call wrote, the region maps
+    while the lock is held, then the folder (and its lock file) if ``start_run`` created it: a refused
+    run leaves the folder as it found it.  A kill here leaves a resumable region cache (only a cache)."""
+    import shutil
+
+    from segal.runlock import LOCK_NAME
+
+    try:
+        run.new_state()
+    except UserError:
+        if is_main():
+            if new_regions:
+                shutil.rmtree(run.dir / "regions", ignore_errors=True)
+            if new_dir:
+                run.close()
+                (run.dir / LOCK_NAME).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # not empty: another process has written since
+                    run.dir.rmdir()
+        raise
+
+
 def check_region_run(recipe: Recipe, source: str) -> None:
     """What a region-level run cannot do yet, refused before anything is written."""
     a = recipe.active
-    if a.oracle == "human":
-        raise UserError("region-level runs are simulated-only for now: exporting regions to annotators and "
-                        "importing their labels is not built yet", path=source,
-                        fix="set active.oracle: simulated (regions.oracle: precise or dominant), or active.unit: image")
     if a.label_noise > 0:
         raise UserError("active.label_noise corrupts whole images, so it has no meaning in a region-level run",
                         path=source, fix="set active.label_noise: 0; regions.oracle: dominant measures the noise "

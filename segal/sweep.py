@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,9 @@ def is_finished(run_dir: Path, recipe) -> bool:
 def sweep(recipe_path: str | Path, strategies: list[str], seeds: list[int], out_root: Path, overrides: dict[str, Any],
           progress: Progress | None = None, strategy_params: dict[str, dict[str, Any]] | None = None, *,
           target: float = 0.95, console=None, sets: dict[str, Any] | None = None, jobs: int = 1,
-          threads: int | None = None) -> list[Path]:
-    """Run (or resume) every strategy × seed, then write the report to ``out_root/report``; return the run dirs.
+          threads: int | None = None, write_report: bool = True) -> list[Path]:
+    """Run (or resume) every strategy × seed, then write the report to ``out_root/report`` (unless not
+    ``write_report``: a caller that reports over several sweeps); return the run dirs.
 
     ``sets`` are ``--set`` overrides; ``active.strategy_params.KEY`` ones go to every strategy of the
     sweep that has parameter ``KEY`` (``--set active.strategy_params.steps=100`` sizes VAAL only).
@@ -120,7 +122,8 @@ def sweep(recipe_path: str | Path, strategies: list[str], seeds: list[int], out_
                         fix="check the name (see docs/vaal.md for VAAL's), or drop the --set")
     if jobs > 1:
         run_dirs = _sweep_parallel(plan, str(recipe_path), jobs, threads, progress)
-        report(run_dirs, out_root / "report", console=console, target=target)
+        if write_report:
+            report(run_dirs, out_root / "report", console=console, target=target)
         return run_dirs
     run_dirs = []
     for k, (spec, seed, recipe) in enumerate(plan, 1):
@@ -131,12 +134,18 @@ def sweep(recipe_path: str | Path, strategies: list[str], seeds: list[int], out_
             progress.log("sweep_skip", **fields)
             continue
         progress.log("sweep_run", **fields)
-        ActiveLoop(run, progress).run_loop()
-    report(run_dirs, out_root / "report", console=console, target=target)
+        ActiveLoop(run, progress, initial_donors=_same_seed(plan, seed, recipe)).run_loop()
+    if write_report:
+        report(run_dirs, out_root / "report", console=console, target=target)
     return run_dirs
 
 
-def _run_child(recipe, recipe_path: str, threads: int) -> str:
+def _same_seed(plan: list, seed: int, recipe) -> list[Path]:
+    """The other runs of ``seed`` in the sweep: their cycle-0 network is this run's (segal.shared_start)."""
+    return [r.run_dir for _spec, s, r in plan if s == seed and r.run_dir != recipe.run_dir]
+
+
+def _run_child(recipe, recipe_path: str, threads: int, donors: Sequence[Path] = ()) -> str:
     """One run of a parallel sweep, in its own process with its share of the threads."""
     from segal.loop import ActiveLoop
     from segal.runs import start_run
@@ -146,7 +155,7 @@ def _run_child(recipe, recipe_path: str, threads: int) -> str:
     run = start_run(recipe, recipe_path)
     try:
         if not is_finished(run.dir, recipe):
-            ActiveLoop(run, Progress()).run_loop()
+            ActiveLoop(run, Progress(), initial_donors=donors).run_loop()
     finally:
         run.close()
     return str(run.dir)
@@ -176,7 +185,7 @@ def _sweep_parallel(plan: list, recipe_path: str, jobs: int, threads: int | None
                 progress.log("sweep_skip", **fields)
                 continue
             progress.log("sweep_run", **fields, threads=per_job)
-            futures[pool.submit(_run_child, recipe, recipe_path, per_job)] = fields
+            futures[pool.submit(_run_child, recipe, recipe_path, per_job, _same_seed(plan, seed, recipe))] = fields
         for future in as_completed(futures):
             future.result()  # a child's UserError (or bug) stops the sweep here; finished runs stay finished
             progress.log("sweep_done", **futures[future])

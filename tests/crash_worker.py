@@ -17,6 +17,8 @@ import time
 
 import torch
 
+import segal.human  # noqa: F401  (with segal.runs, the models and torchvision: seconds every child would repeat)
+import segal.loop  # noqa: F401
 import tests.tiny  # noqa: F401  (registers tiny-seg)
 from segal.cli import main
 from segal.crashpoints import ENV

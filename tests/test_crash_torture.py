@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -197,3 +198,103 @@ def test_human_oracle_export_import_survive_kills(server, tmp_path, capsys):
         print(f"\n[crash torture, human oracle] {total} kills: {dict(sorted(t.kills.items()))}")
     covered = {f"{cmd} {p}" for cmd, points in HUMAN_POINTS.items() for p in points}
     assert covered <= set(t.kills)  # every crash point of every command killed it at least once
+
+
+REGION_IMPORT_POINTS = {**WRITES, "import.move": 3, "import.state": 1}  # region caching and scoring: other tests
+
+
+class RegionTorturer(Torturer):
+    """Checks a region-level human run after every kill: the state and its region labels load and agree,
+    no labeled region is lost, and every image with imported labels stores exactly the annotators'
+    pixels (the ground truth) on its human-labeled regions and nothing elsewhere."""
+
+    regions_seen: set[int] = set()
+
+    def check(self) -> PoolState | None:
+        from segal.regions.cache import RegionCache
+        from segal.regions.state import load_region_labels
+        from segal.runs import open_run
+
+        path = self.run_dir / "state.json"
+        if not path.exists():
+            return None
+        state = PoolState.load(path)
+        run = open_run(self.run_dir)
+        cache = RegionCache.open(self.run_dir / "regions")
+        labels = load_region_labels(state, path, cache.offsets)  # never torn, never out of step with state.json
+        labeled = set(labels.all_labeled_regions().tolist())
+        assert self.regions_seen <= labeled, f"labeled regions lost: {sorted(self.regions_seen - labeled)[:5]}"
+        self.regions_seen = labeled
+        for index in state.human:
+            stored = cv2.imread(str(self.run_dir / "labels" / f"{run.pool.image_id(index)}.png"), cv2.IMREAD_UNCHANGED)
+            assert stored is not None, f"the imported labels of {index} are gone"
+            status = labels.status[labels.offsets[index]:labels.offsets[index + 1]]
+            human = np.isin(cache.region_map(index), np.flatnonzero(status >= 1))
+            np.testing.assert_array_equal(stored, np.where(human, run.pool.load_target(index), 255))
+        return state
+
+
+def region_human_flow(run, recipe: Path, run_dir: Path, export_root: Path, cycles: int, finish: bool = True) -> None:
+    """The region-level :func:`human_flow`: annotators paint the whole ground truth, segal keeps the asked part."""
+    from segal.regions.cache import RegionCache
+    from segal.regions.state import load_region_labels
+    from segal.runs import open_run
+
+    for cycle in range(cycles):
+        export_dir = export_root / f"cycle{cycle}"
+        run(["acquire", str(recipe), "--quiet"], lambda s: s is not None and s.stage == "await_labels")
+        state = PoolState.load(run_dir / "state.json")
+        pool = open_run(run_dir).pool
+        labels = load_region_labels(state, run_dir / "state.json", RegionCache.open(run_dir / "regions").offsets)
+        ids = {pool.image_id(i): i for i in labels.images_pending().tolist()}
+        run(["export", str(run_dir), "--format", "png", "--out", str(export_dir)],
+            lambda s, d=export_dir, p=ids: all((d / "masks" / f"{i}.png").exists() for i in p))
+        for image_id, index in ids.items():
+            cv2.imwrite(str(export_dir / "masks" / f"{image_id}.png"), pool.load_target(index))
+        run(["import", str(run_dir), str(export_dir / "masks")], lambda s: s.regions["pending"] == 0)
+    if finish:
+        run(["acquire", str(recipe), "--quiet"], lambda s: s.stage == "done")
+
+
+def region_artefacts(run_dir: Path) -> dict:
+    from segal.regions.state import FILE_PREFIX
+
+    out = artefacts(run_dir)
+    out["region_labels"] = [p.read_bytes() for p in run_dir.glob(f"{FILE_PREFIX}*.npy")]
+    out["labels"] = {p.name: p.read_bytes() for p in sorted((run_dir / "labels").glob("*"))}
+    out["human"] = PoolState.load(run_dir / "state.json").human
+    return out
+
+
+def test_region_import_survives_kills(server, tmp_path, capsys):
+    from tests.test_regions_loop import region_recipe
+
+    def recipe_file(name: str) -> Path:
+        data = region_recipe(tmp_path / name, strategy="entropy", cycles=2)
+        data["active"]["oracle"] = "human"
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    def clean(argv, done):
+        assert server.run(argv)["code"] == 0, (tmp_path / "children.log").read_text()[-3000:]
+
+    run_dir = tmp_path / "tortured" / "run"
+    t = RegionTorturer(server, run_dir, REGION_IMPORT_POINTS, seed=2)
+
+    def tortured(argv, done):
+        """Imports are killed (the second one merges with the first's labels), each compared with the same
+        import, uninterrupted, of a copy of the run taken just before; the other commands run clean."""
+        if argv[0] != "import":
+            clean(argv, done)
+            return
+        reference = tmp_path / f"reference-{Path(argv[2]).parent.name}"
+        shutil.copytree(run_dir, reference)
+        clean(["import", str(reference), argv[2]], done)
+        t.drive(argv, done, max_kills=2)
+        assert region_artefacts(run_dir) == region_artefacts(reference)
+
+    region_human_flow(tortured, recipe_file("tortured"), run_dir, tmp_path / "export", cycles=2, finish=False)
+    with capsys.disabled():
+        print(f"\n[crash torture, region human oracle] {t.kills.total()} kills: {dict(sorted(t.kills.items()))}")
+    assert {f"import {p}" for p in REGION_IMPORT_POINTS} <= set(t.kills)  # every import step killed it

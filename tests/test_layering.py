@@ -24,7 +24,8 @@ LAYERS: list[tuple[str, set[str]]] = [
                      "segal.oracle", "segal.pool", "segal.regions", "segal.regions."}),
     ("machinery", {"segal.engine", "segal.strategies", "segal.strategies.", "segal.interchange",
                    "segal.interchange."}),
-    ("run", {"segal.runs", "segal.preflight", "segal.loop", "segal.region_loop"}),
+    ("run", {"segal.runs", "segal.preflight", "segal.loop", "segal.region_loop", "segal.image_costs",
+             "segal.shared_start"}),
     ("commands", {"segal.evaluate", "segal.human", "segal.select", "segal.sweep", "segal.report",
                   "segal.results", "segal.serve", "segal.serve.", "segal.cli", "segal.__main__"}),
 ]

@@ -191,7 +191,6 @@ def write(tmp_path: Path, name: str, **kwargs) -> Path:
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
-    ("oracle", "human", "region-level runs are simulated-only for now"),
     ("label_noise", 0.2, "label_noise corrupts whole images"),
     ("strategy", "coreset", "strategy 'coreset' has no region-level variant yet"),
 ])
@@ -285,7 +284,8 @@ def test_region_entropy_is_the_mean_of_its_pixels_entropy(tmp_path):
 
 
 def test_an_image_level_run_writes_what_it_always_wrote(tmp_path):
-    """No region key leaks into an image-level run: its state.json and metrics.json keep their old keys."""
+    """No region key leaks into an image-level run: its state.json keeps its old keys, and metrics.json gains only
+    the cost ledger every run records (segal.image_costs), counted in whole images."""
     data = region_recipe(tmp_path, cycles=1)
     data["active"] = {"initial": 4, "budget": 2, "cycles": 1, "strategy": "entropy"}
     del data["regions"]
@@ -297,7 +297,8 @@ def test_an_image_level_run_writes_what_it_always_wrote(tmp_path):
     assert state["budgets"] == [4, 6] and not (run.dir / "regions").exists()
     assert not list(run.dir.glob("regions-labels-*"))
     m = metrics(run, 1)
-    assert not {"cost", "unit", "label_noise"} & set(m) and m["fraction"] == 6 / N_TRAIN
+    assert "label_noise" not in m and m["fraction"] == 6 / N_TRAIN
+    assert m["unit"] == "image" and m["cost"]["images_touched"] == 6 and m["cost"]["regions_labeled"] == 6
 
 
 def test_raising_cycles_continues_a_finished_region_run_as_if_planned(tmp_path):

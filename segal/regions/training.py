@@ -9,6 +9,10 @@ at full resolution — or at the size of the training-input cache's shrunk copy,
 through it (``data.cache``: the ground truth it stores never changes, so it never goes stale).  The
 images to train on are the images touched (:meth:`RegionLabels.images_touched`).
 
+In a human-oracle run (``human``: image → its ``labels/<id>.png``), the regions of such an image
+labeled after cycle 0 take the annotators' stored labels instead (resized to the mask's size by
+nearest neighbour); cycle 0's whole images, labeled before any annotator, are read as above.
+
 Every labeled region is labeled the same way, the initial whole images included, so that cost and
 label noise count one rule.  :func:`region_clicks` and :func:`labeled_noise` measure the oracle:
 clicks per region (Cai et al.'s rules, :mod:`segal.regions.costs`, counted at the mask's size) and
@@ -17,11 +21,15 @@ the share of labeled pixels whose dominant label is wrong.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 
+import cv2
 import numpy as np
 
-from segal.data.base import Dataset, DatasetView
+from segal.data.base import Dataset, DatasetView, read_label_png
+from segal.errors import UserError
 from segal.progress import Progress
 from segal.regions.cache import RegionCache
 from segal.regions.costs import clicks_precise
@@ -36,17 +44,19 @@ class RegionTrainingView(DatasetView):
     """``pool`` with each image's target cut to its labeled regions (module docstring).
 
     ``through_cycle`` limits the labels to those of cycles ``≤`` it (``None``: all labeled regions),
-    so a cycle's network trains on exactly the labels it had, whatever was labeled since.
+    so a cycle's network trains on exactly the labels it had, whatever was labeled since.  ``human``:
+    pool index → stored annotators' labels (module docstring).
     """
 
     def __init__(self, pool: Dataset, cache: RegionCache, labels: RegionLabels, oracle: Oracle,
-                 through_cycle: int | None = None):
+                 through_cycle: int | None = None, human: Mapping[int, Path] | None = None):
         if cache.num_images != len(pool) or cache.num_regions != labels.num_regions:
             raise ValueError(f"a region cache of {cache.num_images} images and {cache.num_regions} regions does "
                              f"not describe a pool of {len(pool)} with {labels.num_regions} regions")
         super().__init__(pool)
         self.cache, self.labels, self.oracle = cache, labels, oracle
         self.through_cycle = through_cycle
+        self.human = dict(human or {})
 
     def labeled_regions(self, index: int) -> np.ndarray:
         """Local ids of image ``index``'s regions labeled through :attr:`through_cycle`."""
@@ -57,7 +67,22 @@ class RegionTrainingView(DatasetView):
     def load_target(self, index: int) -> np.ndarray:
         gt = np.asarray(self.pool.load_target(index))
         region_map = upsample_map(self.cache.region_map(index), gt.shape)
-        return partial_mask(region_map, gt, self.labeled_regions(index), self.oracle, self.classes.ignore_index)
+        ids = self.labeled_regions(index)
+        stored = self.human.get(index)
+        if stored is None:
+            return partial_mask(region_map, gt, ids, self.oracle, self.classes.ignore_index)
+        first = self.labels.status[self.labels.offsets[index] + ids] == 0  # cycle 0: before any annotator
+        mask = partial_mask(region_map, gt, ids[first], self.oracle, self.classes.ignore_index)
+        human = read_label_png(stored)
+        bad = (human >= len(self.classes)) & (human != self.classes.ignore_index)
+        if bad.any():
+            raise UserError("imported labels hold unknown class ids", path=stored,
+                            fix="restore the run's labels/ folder from a backup")
+        if human.shape != gt.shape:
+            human = cv2.resize(human, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_NEAREST)
+        inside = np.isin(region_map, ids[~first])
+        mask[inside] = human[inside]
+        return mask
 
     def training_images(self) -> np.ndarray:
         """The images with at least one labeled region (through :attr:`through_cycle`): the training set."""

@@ -100,6 +100,9 @@ class Backend:
         if recipe.active.oracle != "human":
             raise UserError("this run labels itself (active.oracle: simulated)", path=run.dir / "recipe.yaml",
                             fix="start the run with `segal acquire RECIPE --oracle human`, then serve it")
+        if recipe.active.unit == "region":
+            raise UserError("segal serve labels whole images; this run acquires regions (active.unit: region)",
+                            path=run.dir / "recipe.yaml", fix="use `segal export` and `segal import` for region-level runs")
         if not run.state_path.exists():
             raise UserError("the run has not started", path=run.dir,
                             fix="run `segal acquire RECIPE --oracle human` first: it trains cycle 0 and waits for labels")

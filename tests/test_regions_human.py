@@ -224,12 +224,22 @@ def test_dominant_labels_json_round_trip(human_run, tmp_path):
         for region, c in zip(entry["regions"], classes.tolist(), strict=True):
             region["class"] = names[c]
             mask[grid == region["region"]] = c
+        if not expected:  # the annotator says the first region shows no class: it stays void, yet counts as labeled
+            entry["regions"][0]["class"] = "void"
+            mask[grid == entry["regions"][0]["region"]] = 255
+            void_region = (entry["id"], entry["regions"][0]["region"])
         expected[entry["id"]] = mask
     filled = tmp_path / "filled.json"  # any name: the file says what it is
     filled.write_text(json.dumps(doc))
     assert main(["import", str(run_dir), str(filled)]) == 0
     for image_id, mask in expected.items():
         np.testing.assert_array_equal(stored(run_dir, image_id), mask)
+    run = open_run(run_dir)
+    image = next(k for k in range(len(run.pool)) if run.pool.image_id(k) == void_region[0])
+    labels = load_region_labels(PoolState.load(run_dir / "state.json"), run_dir / "state.json",
+                                RegionCache.open(run_dir / "regions").offsets)
+    assert void_region[1] in labels.labeled_regions(image).tolist()
+    run.close()
     assert main(["acquire", str(recipe), "--quiet"]) == 0
     assert PoolState.load(run_dir / "state.json").cycle == 1
 

@@ -11,7 +11,9 @@ either of two kinds of answer:
   prediction pre-filled in it, that is almost always an unfinished task, and accepting it would spend
   the region's budget on nothing.
 * **dominant labels**: ``regions.json`` with one class name per region filled in; every pixel of the
-  region gets that class (one click per region, as Cai et al. count it).
+  region gets that class (one click per region, as Cai et al. count it).  The reserved name
+  ``"void"`` (unless the dataset has a class of that name) marks a region that shows no class at all:
+  it counts as labeled and its pixels stay void, the one way to answer for such a region.
 
 ``regions.json`` (``"format": "segal-regions"``, ``"version": 1``)::
 
@@ -48,6 +50,7 @@ from segal.fileio import read_json
 from segal.regions.maps import upsample_map
 
 REGIONS_FILE = "regions.json"
+VOID = "void"  # the class of a region that truly shows no class (module docstring)
 FORMAT = "segal-regions"
 VERSION = 1
 MAX_BYTES = 1 << 28  # a regions.json larger than this is refused before parsing
@@ -172,9 +175,12 @@ def read_dominant(path: Path, classes: ClassSet, pending: Mapping[str, PendingIm
             if name is None:
                 raise UserError(f"region {local} of image {image_id!r} has no class (\"class\": null)", path=path,
                                 fix=f"write one of the run's class names ({known}) as its \"class\"")
+            if name == VOID and VOID not in names:
+                given[local] = classes.ignore_index
+                continue
             if not isinstance(name, str) or name not in names:
                 raise UserError(f"unknown class name {name!r} for region {local} of image {image_id!r}", path=path,
-                                fix=f"use the run's class names ({known})")
+                                fix=f"use the run's class names ({known}), or \"{VOID}\" for a region of no class")
             given[local] = names[name]
         out[image_id] = given
     for image_id in pending:
@@ -218,7 +224,8 @@ def take_pending(path: Path, image: PendingImage, region_map: np.ndarray, mask: 
         raise UserError(f"the mask of {image.id!r} leaves {len(empty)} pending regions unlabeled (all void): "
                         f"first is region {int(empty[0])}", path=path,
                         fix="label every pixel of the to-label area (the pending regions; regions.json lists "
-                            "their boxes), or answer with a filled regions.json")
+                            f"their boxes), or answer with a filled regions.json (\"class\": \"{VOID}\" for a region "
+                            "that shows no class)")
     out = np.full(mask.shape, ignore_index, dtype=np.uint8)
     out[inside] = mask[inside]
     return out

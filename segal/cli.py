@@ -277,6 +277,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_costs(args: argparse.Namespace) -> int:
+    from segal.image_costs import record_costs
+    from segal.results import find_runs
+
+    for run_dir in find_runs([Path(p) for p in args.run_dirs]):
+        count = record_costs(run_dir)
+        out.print(f"{run_dir}: {count} metrics.json updated" if count else f"{run_dir}: costs already recorded")
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from segal.config import parse_set
     from segal.sweep import sweep
@@ -430,6 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the x axis counts: labeled images (fraction of the pool), labeled pixels (share of the "
                         "pool's pixels) or annotator clicks (default: pixels when a run is region-level, else fraction)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("costs", help="add the cost ledger (pixels, clicks) to image runs made before segal recorded it, "
+                                     "so that `segal report --x pixels|clicks` places them")
+    p.add_argument("run_dirs", nargs="+", help="run directories, or folders holding them (a sweep's --out)")
+    p.set_defaults(func=cmd_costs)
 
     p = sub.add_parser("serve", help="serve a human-oracle run as a Label Studio ML backend (predict, webhook, retrain)")
     p.add_argument("run_dir")

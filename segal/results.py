@@ -328,8 +328,7 @@ def _axis_fix(run: RunData, axis: str) -> str:
     if axis == "fraction":
         return "re-run its evaluation with this segal version, or leave it out"
     if run.unit == "image" and "accuracy" not in run.metrics[0]:  # written before image runs recorded costs
-        return (f"record its costs (python -c \"from segal.image_costs import record_costs; record_costs('{run.dir}')\"), "
-                "report it with --x fraction, or leave it out")
+        return f"record its costs with `segal costs {run.dir}`, report it with --x fraction, or leave it out"
     return "report it with --x fraction, or leave it out"
 
 

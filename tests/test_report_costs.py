@@ -265,9 +265,10 @@ def test_image_run_metrics_record_the_cost_block(tmp_path):
         del m["cost"], m["unit"]
         path.write_text(json.dumps(m))
     (run / "cache" / "image_costs.json").unlink()
-    with pytest.raises(UserError, match="cannot be placed on the clicks axis"):
+    with pytest.raises(UserError, match="cannot be placed on the clicks axis") as refused:
         report([run], tmp_path / "out2", axis="clicks")
-    assert record_costs(run) == 2 and record_costs(run) == 0
+    assert f"segal costs {run}" in str(refused.value)
+    assert main(["costs", str(run)]) == 0 and record_costs(run) == 0
     assert [json.loads(p.read_text()) for p in paths] == recorded
 
 

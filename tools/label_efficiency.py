@@ -151,6 +151,11 @@ def run_regions(args: argparse.Namespace, recipe: Path, out: Path, seeds: list[i
         sweep(recipe, ["random"], seeds, out / "ceiling", {**image_overrides, **CEILING_OVERRIDES}, progress,
               console=None, jobs=args.jobs, threads=args.threads, write_report=False)
         dirs.append(out / "ceiling")
+    from segal.image_costs import record_costs
+    from segal.results import find_runs
+
+    for run_dir in find_runs(dirs):  # image runs made by a segal that did not record costs yet (the issue-14 grid's)
+        record_costs(run_dir)
     report(dirs, out / "report-regions", console=console)
 
 

@@ -26,7 +26,7 @@ from segal.fileio import atomic_write_json, read_json
 from segal.image_costs import ImageCosts
 from segal.metrics import WARN_AUROC, collapse_warning  # noqa: F401  (segal.loop.collapse_warning: tests, users)
 from segal.oracle import OracleView
-from segal.pool import PoolState
+from segal.pool import PoolState, hand_over
 from segal.progress import Progress
 from segal.region_loop import RegionSteps
 from segal.runs import Run
@@ -325,13 +325,8 @@ class ActiveLoop:
                 self._event("regions_labeled", cycle=cycle, count=count, oracle=run.region_oracle)
             return
         chosen = read_json(cdir / "queries.json")["indices"]
-        if run.recipe.active.oracle == "human":
-            state.add_pending(chosen)
-            state.stage = "await_labels"
-        else:
-            state.add_labeled(chosen, cycle=cycle + 1)
-            state.cycle = cycle + 1
-            state.stage = "train"
+        hand_over(state, state, chosen, cycle, human=run.recipe.active.oracle == "human")
+        if state.stage == "train":
             self.model = None
         run.save_state(state)
         self._event("labeled", cycle=cycle, count=len(chosen), oracle=run.recipe.active.oracle)

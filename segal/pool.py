@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -167,6 +167,24 @@ class PoolState:
 
 REGION_FILE_PATTERN = r"regions-labels-[0-9a-f]{16}\.npy"  # content-addressed, next to state.json
 REGION_POINTER_KEYS = ("file", "sha256", "num_regions", "maps", "labeled", "pending")
+
+
+class _Labelable(Protocol):
+    def add_pending(self, ids: Any) -> None: ...
+    def add_labeled(self, ids: Any, cycle: int) -> None: ...
+
+
+def hand_over(labels: _Labelable, state: PoolState, chosen: Any, cycle: int, *, human: bool) -> None:
+    """The label stage of cycle ``cycle`` for ``chosen`` (images of ``state``, or regions of a region run's
+    labels): a human oracle makes them pending and the run waits for ``segal import``; the simulated
+    one labels them in cycle ``cycle + 1`` and the next cycle trains.  The caller saves the state."""
+    if human:
+        labels.add_pending(chosen)
+        state.stage = "await_labels"
+    else:
+        labels.add_labeled(chosen, cycle=cycle + 1)
+        state.cycle = cycle + 1
+        state.stage = "train"
 
 
 def region_pointer_problem(pointer: object, cycle: int) -> str | None:

@@ -48,7 +48,7 @@ from segal.engine import planned_steps
 from segal.errors import UserError
 from segal.fileio import atomic_write_json, read_json
 from segal.metrics import collapse_warning
-from segal.pool import PoolState
+from segal.pool import PoolState, hand_over
 from segal.progress import Progress
 from segal.regions.budget import CostLedger, select_under_budget, unit_costs
 from segal.regions.state import FILE_PREFIX, RegionLabels, load_region_labels, save_region_state
@@ -187,13 +187,7 @@ class RegionSteps:
         chosen = read_json(queries_path)["regions"]
         labels = self.labels
         fresh = RegionLabels(labels.offsets, labels.status.copy())  # the saved labels stay intact on a failure
-        if self.human:
-            fresh.add_pending(chosen)
-            state.stage = "await_labels"
-        else:
-            fresh.add_labeled(chosen, cycle=cycle + 1)
-            state.cycle = cycle + 1
-            state.stage = "train"
+        hand_over(fresh, state, chosen, cycle, human=self.human)
         save_region_state(state, fresh, self.run.state_path)
         self._labels = fresh
         return len(chosen)

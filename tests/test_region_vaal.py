@@ -185,9 +185,9 @@ def test_pools_the_discriminator_cannot_tell_apart_give_auroc_one_half_and_a_col
         _two_pool_context(128, 128))
     assert scores.shape == (96,)
     assert diagnostics["auroc_on"] == method and diagnostics["auroc"] == 0.5
-    if method == "holdout":  # 8 of the 32 labeled regions held out, with 8 unlabeled ones, kept out of training
-        assert (diagnostics["auroc_labeled"], diagnostics["auroc_unlabeled"]) == (8, 8)
-        assert diagnostics["trained_on"] == {"labeled": 24, "unlabeled": 88}
+    if method == "holdout":  # 8 of the 32 labeled regions asked for: one whole image of 16 each, out of training
+        assert (diagnostics["auroc_labeled"], diagnostics["auroc_unlabeled"]) == (16, 16)
+        assert diagnostics["trained_on"] == {"labeled": 16, "unlabeled": 80}
     else:  # every labeled and unlabeled region scored out of fold
         assert (diagnostics["auroc_labeled"], diagnostics["auroc_unlabeled"]) == (32, 96)
     low, high = diagnostics["auroc_ci"]
@@ -204,3 +204,18 @@ def test_pools_of_different_pictures_are_told_apart_on_held_out_regions_and_rais
     assert diagnostics["auroc_on"] == "holdout" and diagnostics["auroc"] == 1.0
     assert diagnostics["auroc_ci"] == [1.0, 1.0]  # Hanley-McNeil degenerates to a point at A = 1
     assert collapse_warning(0, diagnostics) is None
+
+
+def test_the_holdout_takes_whole_images_so_no_held_out_region_shares_an_image_with_training():
+    ctx = _two_pool_context(128, 128)
+    vaal = VAALStrategy(VAALStrategy.Params(**{**TINY, "holdout": 0.25, "auroc_min": 8}))
+    region_ctx = build_context(Pictures(np.zeros((128, 2, 2, 3), np.uint8)), np.arange(32), budget=0,
+                               unlabeled=np.arange(32, 128), num_classes=2, seed=0)
+    train_l, train_u, hold_l, hold_u = RegionVAALStrategy.split_by_image(vaal, region_ctx, ctx.cache)
+    image_of = ctx.cache.image_of
+    assert len(hold_l) >= 8 and len(hold_u) >= 8
+    assert not set(image_of(np.concatenate([hold_l, hold_u]))) & set(image_of(np.concatenate([train_l, train_u])))
+    assert sorted(np.concatenate([train_l, hold_l])) == list(range(32))
+    assert sorted(np.concatenate([train_u, hold_u])) == list(range(32, 128))
+    again = RegionVAALStrategy.split_by_image(vaal, region_ctx, ctx.cache)  # seeded
+    assert all(np.array_equal(a, b) for a, b in zip(again, (train_l, train_u, hold_l, hold_u), strict=True))

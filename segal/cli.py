@@ -283,7 +283,8 @@ def cmd_costs(args: argparse.Namespace) -> int:
 
     for run_dir in find_runs([Path(p) for p in args.run_dirs]):
         count = record_costs(run_dir)
-        out.print(f"{run_dir}: {count} metrics.json updated" if count else f"{run_dir}: costs already recorded")
+        out.print(f"{run_dir}: {count} metrics.json updated" if count else
+                  f"{run_dir}: nothing to add (its costs are recorded, as every region run's are)")
     return 0
 
 

@@ -146,7 +146,6 @@ def _import(run: Run, path: Path) -> int:
     return count
 
 
-
 # ---------------------------------------------------------------------- region-level runs
 
 

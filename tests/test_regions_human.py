@@ -206,6 +206,19 @@ def test_cvat_mask_round_trip_stores_the_pre_annotation_inside_the_area(human_ru
         np.testing.assert_array_equal(stored(run_dir, image_id), prediction)
 
 
+def test_a_coco_export_folder_imports_whole_its_regions_json_is_not_taken_for_annotations(human_run, tmp_path):
+    _, run_dir = human_run
+    assert main(["export", str(run_dir), "--format", "png", "--out", str(tmp_path / "png")]) == 0
+    assert main(["export", str(run_dir), "--format", "coco", "--out", str(tmp_path / "coco")]) == 0
+    assert (tmp_path / "coco" / REGIONS_FILE).is_file()
+    assert main(["import", str(run_dir), str(tmp_path / "coco")]) == 0  # the folder, not its annotation file
+    images = [entry["id"] for entry in json.loads((tmp_path / "coco" / REGIONS_FILE).read_text())["images"]]
+    assert images
+    for image_id in images:
+        prediction = cv2.imread(str(tmp_path / "png" / "masks" / f"{image_id}.png"), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(stored(run_dir, image_id), prediction)
+
+
 def test_dominant_labels_json_round_trip(human_run, tmp_path):
     recipe, run_dir = human_run
     out = tmp_path / "export"

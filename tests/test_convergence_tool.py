@@ -64,3 +64,20 @@ def test_quick_run_writes_the_table_and_skips_finished_runs(tmp_path, capsys):
     capsys.readouterr()
     assert tool.main(argv) == 0  # everything finished: nothing is run again
     assert "$ " not in capsys.readouterr().out
+
+
+def test_a_classification_run_is_read_as_its_accuracy_in_points(tmp_path):
+    tool = load_tool()
+    (tmp_path / "cycles" / "0").mkdir(parents=True)
+    (tmp_path / "cycles" / "0" / "metrics.json").write_text(json.dumps({"fraction": 0.1, "accuracy": 0.4375}))
+    assert tool.final_miou(tmp_path) == pytest.approx(43.75)
+
+
+def test_the_cifar10_check_runs_its_own_recipe_at_its_own_size(tmp_path):
+    tool = load_tool()
+    args = tool.argparse.Namespace(benchmark="cifar10", out=str(tmp_path), image_size=[32, 32], batch_size=128,
+                                   data_root=None)
+    cmd = tool.command(tool.Job(1000, 800, 1), args)
+    assert cmd[cmd.index("acquire") + 1].endswith("recipes/cifar10-jpg.yaml")
+    assert "active.initial=1000" in cmd and "train.batch_size=128" in cmd and cmd[cmd.index("--steps") + 1] == "800"
+    assert tool.BENCHMARKS["cifar10"]["points"] == "1000:800,4000:1600"

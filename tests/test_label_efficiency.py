@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 from pathlib import Path
 
 from segal.config import load_recipe
@@ -16,6 +17,7 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "camvid.yaml"
 def load_tool():
     spec = importlib.util.spec_from_file_location("label_efficiency", TOOL)
     tool = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = tool  # its dataclasses look their module up there
     spec.loader.exec_module(tool)
     return tool
 
@@ -23,7 +25,7 @@ def load_tool():
 def args(tool, **changes) -> argparse.Namespace:
     base = dict(data_root="/data/camvid", image_size=[96, 128], steps=None, epochs=tool.EPOCHS,
                 min_steps=tool.MIN_STEPS, batch_size=8, cycles=6, device="cpu", vae_size=32, z_dim=32, vae_width=32,
-                vae_epochs=tool.VAE_EPOCHS, vae_steps=None, warm_epochs=None)
+                vae_epochs=tool.VAE_EPOCHS, vae_steps=None, warm_epochs=None, vae_batch=32)
     return argparse.Namespace(**(base | changes))
 
 
@@ -106,3 +108,26 @@ def test_the_image_report_leaves_the_region_folders_out(tmp_path):
     (tmp_path / "report").mkdir()
     found = sorted(str(p.relative_to(tmp_path)) for p in tool.image_report_dirs(tmp_path))
     assert found == ["ceiling/random-seed0", "random-seed0"]
+
+
+def test_the_cifar10_benchmark_is_the_same_protocol_on_its_own_recipe():
+    tool = load_tool()
+    bench = tool.BENCHMARKS["cifar10"]
+    a = tool.parse_args(["--benchmark", "cifar10", "--warm-epochs", "30"])
+    assert (a.batch_size, a.image_size, a.epochs, a.min_steps) == (128, [32, 32], bench.epochs, bench.min_steps)
+    assert a.data_root.endswith("shared/data/cifar10-jpg") and a.out == "runs/label-efficiency-cifar10"
+    overrides, params = tool.settings(a)
+    recipe = load_recipe(Path(TOOL).parents[1] / "recipes" / bench.recipe, overrides)
+    assert recipe.task == "classification" and recipe.active.cycles == 6 and recipe.active.initial == 0.1
+    assert planned_steps(recipe.train, 1000) == max(bench.min_steps, -(-bench.epochs * 1000 // 128))
+    assert planned_steps(recipe.train, 4000) == max(bench.min_steps, -(-bench.epochs * 4000 // 128))
+    assert recipe.train.reinit is False and recipe.train.warm_epochs == 30
+    assert params["vaal"]["epochs"] == bench.vae_epochs and params["vaal"]["batch_size"] == 64
+    assert bench.strategies == "random,entropy,coreset,vaal"  # the 4 strategies: no vaal:paper
+    assert tool.parse_args(["--benchmark", "cifar10", "--batch-size", "64"]).batch_size == 64  # a flag given wins
+
+
+def test_regions_of_the_cifar10_benchmark_are_refused_in_one_line(capsys):
+    tool = load_tool()
+    assert tool.main(["--benchmark", "cifar10", "--unit", "region"]) == 2
+    assert "needs segmentation masks" in capsys.readouterr().out

@@ -3,6 +3,10 @@
     python tools/convergence.py --out runs/convergence                    # 37:800 and 145:1600, seeds 0,1
     python tools/convergence.py --points 37:800,145:1600 --seeds 0,1 --jobs 2
     python tools/convergence.py --quick --out /tmp/conv                   # a smoke run (tests)
+    python tools/convergence.py --benchmark cifar10 --out runs/convergence-cifar10   # 1000:800, 4000:1600
+
+``--benchmark cifar10`` checks the CIFAR-10 JPEG benchmark instead (``recipes/cifar10-jpg.yaml``, ResNet-18
+at 32×32, batch 128, accuracy in points instead of mIoU).
 
 A schedule is converged at a budget when training twice as long changes the test mIoU by less than
 ``--tolerance`` points (issue 14: 1 point, mean over 2 seeds).  For each ``N:S`` point this trains
@@ -30,6 +34,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+# Each benchmark's recipe and the defaults of the check (tools/label_efficiency.py trains with the same).
+BENCHMARKS = {
+    "camvid": {"recipe": "camvid.yaml", "points": "37:800,145:1600", "image_size": [96, 128], "batch_size": 8},
+    "cifar10": {"recipe": "cifar10-jpg.yaml", "points": "1000:800,4000:1600", "image_size": [32, 32],
+                "batch_size": 128},
+}
 
 
 @dataclass(frozen=True)
@@ -61,7 +72,8 @@ def jobs_for(points: list[tuple[int, int]], seeds: list[int]) -> list[Job]:
 
 def command(job: Job, args: argparse.Namespace) -> list[str]:
     segal = [sys.executable, "-m", "segal.cli"]
-    cmd = [*segal, "acquire", str(ROOT / "recipes" / "camvid.yaml"), "--output-dir", str(Path(args.out) / job.name),
+    recipe = ROOT / "recipes" / BENCHMARKS[args.benchmark]["recipe"]
+    cmd = [*segal, "acquire", str(recipe), "--output-dir", str(Path(args.out) / job.name),
            "--seed", str(job.seed), "--strategy", "random", "--image-size", *map(str, args.image_size),
            "--steps", str(job.steps), "--set", f"active.initial={job.labeled}", "--set", "active.cycles=0",
            "--set", f"train.batch_size={args.batch_size}", "--set", "data.cache=true", "--threads", "1", "--quiet"]
@@ -71,11 +83,13 @@ def command(job: Job, args: argparse.Namespace) -> list[str]:
 
 
 def final_miou(run_dir: Path) -> float | None:
-    """The run's cycle-0 mIoU in points (``cycles/0/metrics.json`` stores a fraction), None while unfinished."""
+    """The run's cycle-0 mIoU (accuracy for classification) in points (``cycles/0/metrics.json`` stores a
+    fraction), None while unfinished."""
     path = run_dir / "cycles" / "0" / "metrics.json"
     if not path.is_file():
         return None
-    return 100 * float(json.loads(path.read_text())["miou"])
+    metrics = json.loads(path.read_text())
+    return 100 * float(metrics["miou"] if "miou" in metrics else metrics["accuracy"])
 
 
 def run_all(jobs: list[Job], args: argparse.Namespace) -> dict[str, float]:
@@ -120,21 +134,27 @@ def verdict(points: list[tuple[int, int]], seeds: list[int], miou: dict[str, flo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="camvid")
     parser.add_argument("--out", default="runs/convergence")
-    parser.add_argument("--points", default="37:800,145:1600", help="LABELED:STEPS pairs; each also runs 2×STEPS")
+    parser.add_argument("--points", help="LABELED:STEPS pairs; each also runs 2×STEPS (default: 37:800,145:1600 "
+                                         "camvid, 1000:800,4000:1600 cifar10)")
     parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--image-size", type=int, nargs=2, default=[96, 128], metavar=("H", "W"))
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--data-root", help="CamVid root (default: the recipe's data.root)")
+    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="default: 96 128, 32 32 (cifar10)")
+    parser.add_argument("--batch-size", type=int, help="default: 8 (camvid), 128 (cifar10)")
+    parser.add_argument("--data-root", help="the dataset's root (default: the recipe's data.root)")
     parser.add_argument("--tolerance", type=float, default=1.0, help="mIoU points (issue 14: 1)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, one thread and one core each")
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
     args = parser.parse_args(argv)
+    for key, value in BENCHMARKS[args.benchmark].items():
+        if key != "recipe" and getattr(args, key) is None:
+            setattr(args, key, value)
     if args.quick:
-        args.points, args.seeds, args.image_size, args.batch_size = "4:2", "0", [32, 64], 2
+        args.points, args.seeds, args.batch_size = "4:2", "0", 2
+        args.image_size = [32, 64] if args.benchmark == "camvid" else [32, 32]
     points, seeds = parse_points(args.points), [int(s) for s in args.seeds.split(",")]
-    print(f"convergence check: points {points} (and 2× steps), seeds {seeds}, size {args.image_size}, "
-          f"batch {args.batch_size}, tolerance {args.tolerance} mIoU, out {args.out}", flush=True)
+    print(f"convergence check ({args.benchmark}): points {points} (and 2× steps), seeds {seeds}, size {args.image_size}, "
+          f"batch {args.batch_size}, tolerance {args.tolerance} points, out {args.out}", flush=True)
     miou = run_all(jobs_for(points, seeds), args)
     rows = verdict(points, seeds, miou, args.tolerance)
     for row in rows:

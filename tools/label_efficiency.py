@@ -56,12 +56,23 @@ steps, 2854 in all = 28 min; evaluation, scoring, regions and clicks ~2 min; reg
 counted: sharing cycle 0 among the 4 precise runs of a seed (they train the same network: the same
 mIoU to the last digit in ``--quick``, and the same as the image runs' cycle 0) saves 3 × 1600 steps a
 seed, ~1.2 h on 2 cores, where the sweep shares it (segal.shared_start).
+
+``--benchmark cifar10`` applies the same protocol to classification (issue 14)::
+
+    python tools/label_efficiency.py --benchmark cifar10 --warm-epochs 30 --ceiling --jobs 2 --threads 2
+
+The pool is the CIFAR-10 JPEG subset (``../shared/data/cifar10-jpg``: 10,000 train images, 2,000 test),
+``recipes/cifar10-jpg.yaml`` (ResNet-18 at 32×32 from scratch, SGD 0.05 poly, batch 128), strategies
+random, entropy, coreset and vaal, 10% → 40% by 5%, accuracy instead of mIoU; its EPOCHS and MIN_STEPS
+(:data:`BENCHMARKS`) come from its own convergence check (``tools/convergence.py --benchmark cifar10``).
+Its runs, ceiling and report go to ``--out`` (default ``runs/label-efficiency-cifar10``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -78,6 +89,32 @@ EPOCHS = 88  # passes over the labeled set per cycle (measured at 40%)
 MIN_STEPS = 1600  # floor for the small budgets (800 too few at 10%; 1600 → 3200: +3.51)
 VAE_EPOCHS = 30.0  # PLACEHOLDER: VAAL passes over labeled + unlabeled per cycle (≈ 345 iterations, the old 300)
 REGION_VAE_STEPS = 1000  # region-VAAL iterations per cycle (batch 32: ~1 pass over 32k crops; a budget, not measured)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One dataset's benchmark: what it trains on, and the schedule its convergence check chose."""
+
+    recipe: str  # under recipes/
+    data: str  # under ../shared/data/
+    strategies: str
+    image_size: tuple[int, int]
+    batch_size: int
+    epochs: int
+    min_steps: int
+    vae_epochs: float
+    vae_batch: int
+    out: str
+
+
+BENCHMARKS = {
+    "camvid": Benchmark("camvid.yaml", "camvid", DEFAULT_STRATEGIES, (96, 128), 8, EPOCHS, MIN_STEPS, VAE_EPOCHS, 32,
+                        "runs/label-efficiency"),
+    # From tools/convergence.py --benchmark cifar10 (docs/results.md).  VAAL: 2 passes over the 10,000 images
+    # (≈ 312 iterations at batch 64), the CIFAR sweep's budget so far (docs/results.md); its AUROC is reported.
+    "cifar10": Benchmark("cifar10-jpg.yaml", "cifar10-jpg", "random,entropy,coreset,vaal", (32, 32), 128,
+                         51, 800, 2.0, 64, "runs/label-efficiency-cifar10"),
+}
 
 
 def settings(args: argparse.Namespace) -> tuple[dict, dict]:
@@ -98,7 +135,7 @@ def settings(args: argparse.Namespace) -> tuple[dict, dict]:
         "active.cycles": args.cycles,
         "device": args.device,
     }
-    vaal = {"image_size": args.vae_size, "z_dim": args.z_dim, "width": args.vae_width, "batch_size": 32,
+    vaal = {"image_size": args.vae_size, "z_dim": args.z_dim, "width": args.vae_width, "batch_size": args.vae_batch,
             "epochs": args.vae_epochs, "steps": args.vae_steps}
     return overrides, {"vaal": vaal}
 
@@ -159,14 +196,29 @@ def run_regions(args: argparse.Namespace, recipe: Path, out: Path, seeds: list[i
     report(dirs, out / "report-regions", console=console)
 
 
-def main(argv: list[str] | None = None) -> int:
+def fill_defaults(args: argparse.Namespace) -> None:
+    """The options left unset take the chosen benchmark's values (a flag given always wins)."""
+    bench = BENCHMARKS[args.benchmark]
+    defaults = {"data_root": str(ROOT.parent / "shared" / "data" / bench.data), "out": bench.out,
+                "image_size": list(bench.image_size), "batch_size": bench.batch_size, "epochs": bench.epochs,
+                "min_steps": bench.min_steps, "vae_epochs": bench.vae_epochs, "vae_batch": bench.vae_batch}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with the options left unset taken from the benchmark (and ``--quick``)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data" / "camvid"))
-    parser.add_argument("--out", default="runs/label-efficiency")
+    parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="camvid",
+                        help="the dataset and its defaults (BENCHMARKS): camvid (segmentation) or cifar10")
+    parser.add_argument("--data-root", help="default: ../shared/data/<the benchmark's folder>")
+    parser.add_argument("--out", help="default: runs/label-efficiency (camvid), runs/label-efficiency-cifar10")
     parser.add_argument("--unit", choices=("image", "region"), default="image",
                         help="image: the issue-14 grid; region: the region benchmark (module docstring)")
     parser.add_argument("--strategies", help=f"default: {DEFAULT_STRATEGIES} (image), "
-                                             f"{DEFAULT_REGION_STRATEGIES} (region)")
+                                             f"{DEFAULT_REGION_STRATEGIES} (region), "
+                                             f"{BENCHMARKS['cifar10'].strategies} (cifar10)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--cycles", type=int, default=6, help="acquisitions after the initial 10%% (6 → 40%%)")
     parser.add_argument("--baselines", default="random,entropy", help="--unit region: image-level baselines")
@@ -182,18 +234,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="--unit region: region-VAAL iterations per cycle")
     parser.add_argument("--max-unlabeled", type=int, default=20000,
                         help="--unit region: region VAAL trains on at most this many unlabeled regions")
-    parser.add_argument("--image-size", type=int, nargs=2, default=[96, 128], metavar=("H", "W"))
-    parser.add_argument("--epochs", type=int, default=EPOCHS, help="task-network passes over the labeled set per cycle")
-    parser.add_argument("--min-steps", type=int, default=MIN_STEPS, help="floor on the steps of a cycle")
+    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="default: 96 128 (camvid), 32 32")
+    parser.add_argument("--epochs", type=int, help="task-network passes over the labeled set per cycle "
+                                                   f"(default {EPOCHS} camvid, {BENCHMARKS['cifar10'].epochs} cifar10)")
+    parser.add_argument("--min-steps", type=int, help="floor on the steps of a cycle (default "
+                                                      f"{MIN_STEPS} camvid, {BENCHMARKS['cifar10'].min_steps} cifar10)")
     parser.add_argument("--steps", type=int, help="fixed steps per cycle instead of epochs + floor (the old protocol)")
     parser.add_argument("--warm-epochs", type=int,
                         help="warm-start every cycle after the first from the previous network and train it "
                              "ceil(N × labeled / batch) steps (train.reinit: false; the paper re-initialises)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, help="default: 8 (camvid), 128 (cifar10)")
     parser.add_argument("--vae-size", type=int, default=32)
     parser.add_argument("--z-dim", type=int, default=32)
     parser.add_argument("--vae-width", type=int, default=32)
-    parser.add_argument("--vae-epochs", type=float, default=VAE_EPOCHS, help="VAAL passes over labeled + unlabeled")
+    parser.add_argument("--vae-epochs", type=float, help="VAAL passes over labeled + unlabeled (default "
+                                                         f"{VAE_EPOCHS:g} camvid, {BENCHMARKS['cifar10'].vae_epochs:g})")
+    parser.add_argument("--vae-batch", type=int, help="VAAL batch (default 32 camvid, 64 cifar10)")
     parser.add_argument("--vae-steps", type=int, help="fixed VAAL iterations per cycle instead of --vae-epochs")
     parser.add_argument("--ceiling", action="store_true",
                         help="also train each seed once on the whole pool (OUT/ceiling): the report's reference line")
@@ -202,14 +258,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="threads in all (default: the usable cores, see segal.threads)")
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
     args = parser.parse_args(argv)
+    fill_defaults(args)
     if args.quick:
-        args.seeds, args.cycles, args.steps, args.image_size = "0", 1, 3, [32, 64]
+        args.seeds, args.cycles, args.steps = "0", 1, 3
+        args.image_size = [32, 64] if args.benchmark == "camvid" else [32, 32]
         args.vae_size, args.z_dim, args.vae_width, args.vae_steps = 32, 8, 8, 3
         args.region_cycles, args.segments, args.region_resolution = 1, 50, [45, 60]
         args.region_vae_steps, args.max_unlabeled = 3, 500
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     region = args.unit == "region"
+    if region and args.benchmark != "camvid":
+        print("error: --unit region needs segmentation masks — fix: drop --unit region, or use --benchmark camvid")
+        return 2
     if args.strategies is None:
-        args.strategies = DEFAULT_REGION_STRATEGIES if region else DEFAULT_STRATEGIES
+        args.strategies = DEFAULT_REGION_STRATEGIES if region else BENCHMARKS[args.benchmark].strategies
 
     from segal.threads import prefer_passive_wait
 
@@ -223,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console()
     overrides, params = region_settings(args) if region else settings(args)
-    console.print(f"[bold]CamVid label-efficiency benchmark{' (regions)' if region else ''}[/]")
+    title = {"camvid": "CamVid", "cifar10": "CIFAR-10 (JPEG)"}[args.benchmark]
+    console.print(f"[bold]{title} label-efficiency benchmark{' (regions)' if region else ''}[/]")
     schedule = (f"{args.steps} steps per cycle (fixed)" if args.steps else
                 f"max({args.min_steps}, ceil({args.epochs} × labeled / {args.batch_size})) steps per cycle")
     if args.warm_epochs is not None and not args.steps:
@@ -240,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     progress = RichProgress(Console(stderr=True))
     try:
-        recipe, out = ROOT / "recipes" / "camvid.yaml", Path(args.out)
+        recipe, out = ROOT / "recipes" / BENCHMARKS[args.benchmark].recipe, Path(args.out)
         if region:
             run_regions(args, recipe, out, seeds, progress, console)
             return 0

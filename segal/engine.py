@@ -37,6 +37,9 @@ class TrainResult:
     steps: int
     final_loss: float
     seconds: float
+    # CPU time of the whole training, resumes included (None where a checkpoint written before segal
+    # counted it was resumed): on a shared machine the wall time measures the load, this the work.
+    cpu_seconds: float | None = None
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -143,15 +146,21 @@ def train(
     optimizer = make_optimizer(model, cfg)
     scaler = grad_scaler(device, amp)
     step, start_epoch, last_loss, labelled_steps = 0, 0, float("nan"), 0
+    cpu_before: float | None = 0.0
     if checkpoint is not None and checkpoint.exists():
         saved = load_checkpoint(checkpoint)
         apply_state_dict(model, saved["model"], checkpoint)
         optimizer.load_state_dict(saved["optimizer"])
         step, start_epoch, last_loss = int(saved["step"]), int(saved["epoch"]), float(saved["loss"])
         labelled_steps = int(saved.get("labelled_steps", step))  # older checkpoints: assume all were
+        cpu_before = saved.get("cpu_seconds")  # absent from older checkpoints: the total is unknown
     skipped = 0  # consecutive non-finite losses (only a float16 gradient scaler may produce and skip them)
     ignore = dataset.classes.ignore_index
     started = saved_at = time.perf_counter()
+    cpu_started = time.process_time()
+
+    def cpu_so_far() -> float | None:
+        return None if cpu_before is None else float(cpu_before) + time.process_time() - cpu_started
     # The bar counts optimiser steps, as the schedule and the "trained N steps" log line do.
     bar = iter(progress.track(range(step, total_steps), total=total_steps - step, description=description))
     next(bar, None)  # prime: each later next() marks one finished step
@@ -209,7 +218,7 @@ def train(
             saved_at = time.perf_counter()
             save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                          "step": step, "epoch": epoch + 1, "loss": last_loss,
-                                         "labelled_steps": labelled_steps})
+                                         "labelled_steps": labelled_steps, "cpu_seconds": cpu_so_far()})
         progress.log("train_epoch", epoch=epoch, step=step, loss=last_loss)
         if step >= total_steps:
             break
@@ -218,7 +227,8 @@ def train(
         close()
     if step > 0 and not math.isfinite(last_loss):
         raise diverged(step, last_loss)
-    return TrainResult(steps=step, final_loss=last_loss, seconds=time.perf_counter() - started)
+    return TrainResult(steps=step, final_loss=last_loss, seconds=time.perf_counter() - started,
+                       cpu_seconds=cpu_so_far())
 
 
 @torch.no_grad()

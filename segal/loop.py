@@ -270,7 +270,8 @@ class ActiveLoop:
             drop_older_checkpoints(run, cycle)
         if result is not None:
             atomic_write_json(cdir / "train.json", {"steps": result.steps, "final_loss": result.final_loss,
-                                                    "seconds": round(result.seconds, 2)})
+                                                    "seconds": round(result.seconds, 2),
+                                                    "cpu_seconds": _rounded(result.cpu_seconds)})
             self._event("trained", cycle=cycle, steps=result.steps, loss=result.final_loss,
                         seconds=round(time.perf_counter() - t0, 1))
         state.stage = "evaluate"
@@ -281,13 +282,15 @@ class ActiveLoop:
         metrics_path = cdir / "metrics.json"
         if not metrics_path.exists():
             model = self._model_of(state, cycle)
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             metrics = evaluate(model, run.test, compute=run.compute, progress=self.progress)
             train_info = read_json(cdir / "train.json") if (cdir / "train.json").exists() else {}
             metrics.update(cycle=cycle, labeled=state.num_labeled, pool=state.size,
                            fraction=state.num_labeled / state.size, strategy=run.recipe.active.strategy,
                            seed=run.recipe.seed, eval_seconds=round(time.perf_counter() - t0, 2),
-                           train_seconds=train_info.get("seconds"), test_size=len(run.test),
+                           eval_cpu_seconds=round(time.process_time() - cpu0, 2),
+                           train_seconds=train_info.get("seconds"), train_cpu_seconds=train_info.get("cpu_seconds"),
+                           test_size=len(run.test),
                            segal_version=__version__)
             if self.regions is not None:  # the cost axes; "fraction" becomes the share of the pool's pixels
                 metrics.update(self.regions.cost_metrics(cycle))
@@ -347,10 +350,10 @@ class ActiveLoop:
             train_model=self._train_member(state, cycle), progress=self.progress,
             workdir=run.cycle_dir(cycle), cache_dir=run.dir / "cache",
         )
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         torch.manual_seed(_seed(run.recipe.seed, cycle, 17))
         selection = self.strategy.select(ctx)
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
         chosen = np.asarray(selection.indices, dtype=np.int64)
         if len(chosen) != budget or len(np.unique(chosen)) != budget or not np.isin(chosen, unlabeled).all():
             raise RuntimeError(f"strategy {self.strategy.name} returned an invalid selection")
@@ -370,6 +373,7 @@ class ActiveLoop:
             **({"groups": groups} if any(g is not None for g in groups) else {}),  # sequence or city, where known
             "scores": None if selection.scores is None else [float(s) for s in selection.scores],
             "seconds": round(seconds, 3),
+            "cpu_seconds": round(cpu_seconds, 3),  # this process's: a strategy resumed mid-way counts only the rest
             "diagnostics": diagnostics,
         })
         self._event("acquired", cycle=cycle, count=budget, seconds=round(seconds, 2))
@@ -425,3 +429,7 @@ def collect_results(run: Run) -> list[CycleResult]:
         name = "miou" if "miou" in m else "accuracy"
         rows.append(CycleResult(m["cycle"], m["labeled"], m["fraction"], name, m[name]))
     return rows
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)

@@ -147,7 +147,7 @@ class RegionSteps:
             compute=run.compute, cycle=cycle, seed=run.recipe.seed, model=model, progress=self.progress,
             workdir=run.cycle_dir(cycle), cache_dir=run.dir / "cache",
         )
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         scores, reported = self.strategy.score_with_diagnostics(RegionContext(base, cache, labels, candidates))
         scores = np.asarray(scores, dtype=np.float64)
         if scores.shape != candidates.shape or not np.isfinite(scores).all():
@@ -157,7 +157,7 @@ class RegionSteps:
         clicks = run.region_clicks(self.progress)
         cost = unit_costs(kind, cache.area[candidates], clicks[candidates])
         chosen = select_under_budget(candidates, scores, cost, budget)
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
         position = np.searchsorted(candidates, chosen)
         touched = np.unique(labels.image_of(chosen))
         atomic_write_json(queries_path, {
@@ -172,6 +172,7 @@ class RegionSteps:
             "ids": [run.pool.image_id(int(i)) for i in touched],
             "scores": scores[position].tolist(),
             "seconds": round(seconds, 3),
+            "cpu_seconds": round(cpu_seconds, 3),
             "diagnostics": {"candidates": len(candidates), "pool_score_mean": float(scores.mean()),
                             "pool_score_std": float(scores.std()),
                             "class_histogram": class_shares(run.pool, cache, chosen), **reported},

@@ -37,7 +37,8 @@ PANEL_SIDE = 256  # longest side of an image | overlay panel, in pixels
 OVERLAY_ALPHA = 0.5  # weight of the class colour over the image
 STRATEGY_SCALARS = ("auroc", "labeled_score_mean", "pool_score_mean", "pool_score_std", "seconds")
 Numbers = Sequence[float] | np.ndarray
-EVAL_SKIP = {"cycle", "labeled", "pool", "fraction", "seed", "test_size", "eval_seconds", "train_seconds"}
+EVAL_SKIP = {"cycle", "labeled", "pool", "fraction", "seed", "test_size", "eval_seconds", "train_seconds",
+             "eval_cpu_seconds", "train_cpu_seconds"}
 
 
 class Tracker(Protocol):
@@ -169,7 +170,8 @@ def log_evaluation(tracker: Tracker, cycle: int, metrics: dict, train_info: dict
                     tracker.scalar(f"{prefix}/{name}", score, cycle)
     tracker.scalar("pool/labeled", metrics["labeled"], cycle)
     tracker.scalar("pool/fraction", metrics["fraction"], cycle)
-    for key, tag in (("final_loss", "train/final_loss"), ("steps", "train/steps"), ("seconds", "time/train_seconds")):
+    for key, tag in (("final_loss", "train/final_loss"), ("steps", "train/steps"), ("seconds", "time/train_seconds"),
+                     ("cpu_seconds", "time/train_cpu_seconds")):
         if isinstance(train_info.get(key), int | float):
             tracker.scalar(tag, train_info[key], cycle)
     if isinstance(metrics.get("eval_seconds"), int | float):

@@ -120,3 +120,30 @@ def test_checkpoints_after_the_first_and_last_epoch_and_at_most_every_interval(t
     cfg = TrainConfig(epochs=5, batch_size=4, amp="off")  # 4 images: one step per epoch, 5 epochs
     train(fresh_model(), TinySeg(4, salt=0), list(range(4)), cfg, compute=CPU32, seed=3, checkpoint=tmp_path / "t.pt")
     assert saves == saved_after
+
+
+def test_cpu_time_adds_up_across_a_resume_and_is_unknown_after_an_older_checkpoint(tmp_path, monkeypatch):
+    """A cycle killed and resumed reports the CPU of both processes (the benchmarks' time on a shared
+    machine); resumed from a checkpoint written before segal counted it, the total is None, not a guess."""
+    import itertools
+    import shutil
+
+    from segal import engine
+    from segal.checkpoint import load_checkpoint, save_checkpoint
+
+    clock = itertools.count(0.0, 1.5)  # a CPU clock that only this test advances
+    monkeypatch.setattr(engine.time, "process_time", lambda: next(clock))
+    data, cfg, indices = TinySeg(16, salt=0), TrainConfig(epochs=2, batch_size=4, amp="off"), list(range(12))
+    ckpt = tmp_path / "train_state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(fresh_model(), data, indices, cfg, compute=CPU32, seed=3, checkpoint=ckpt, progress=StopAfterFirstEpoch())
+    before_kill = load_checkpoint(ckpt)["cpu_seconds"]
+    assert before_kill > 0
+    shutil.copy(ckpt, tmp_path / "old.pt")
+    result = train(fresh_model(), data, indices, cfg, compute=CPU32, seed=3, checkpoint=ckpt)
+    assert result.cpu_seconds is not None and result.cpu_seconds > before_kill
+
+    old = load_checkpoint(tmp_path / "old.pt")
+    del old["cpu_seconds"]
+    save_checkpoint(tmp_path / "older.pt", old)
+    assert train(fresh_model(), data, indices, cfg, compute=CPU32, seed=3, checkpoint=tmp_path / "older.pt").cpu_seconds is None

@@ -28,7 +28,7 @@ from segal.runs import Run, start_run
 
 N_TRAIN, H, W, PATCH = 20, 32, 48, 16
 BUDGET = int(0.05 * N_TRAIN * H * W)  # 1536 pixels
-TIMINGS = {"seconds", "eval_seconds", "train_seconds"}
+TIMINGS = {"seconds", "eval_seconds", "train_seconds", "cpu_seconds", "eval_cpu_seconds", "train_cpu_seconds"}
 
 
 def region_recipe(tmp_path: Path, strategy: str = "random", oracle: str = "precise", cycles: int = 2,

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = "import sys, tests.tiny; from segal.cli import main; sys.exit(main(sys.argv[1:]))"
 VAAL = {"image_size": 16, "z_dim": 8, "width": 8, "batch_size": 8, "steps": 3}
 RESULT_FILES = ("metrics.json", "queries.json", "train.json")
-TIMINGS = {"seconds", "eval_seconds", "train_seconds"}  # wall-clock: the only fields two runs may differ in
+TIMINGS = {"seconds", "eval_seconds", "train_seconds", "cpu_seconds", "eval_cpu_seconds", "train_cpu_seconds"}  # wall-clock: the only fields two runs may differ in
 
 
 def recipe(tmp_path: Path, name: str, tensorboard: bool) -> dict:

@@ -183,6 +183,28 @@ def settings_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return ["section", "settings"], [[section, " · ".join(items)] for section, items in sections.items()]
 
 
+def compute_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """CPU hours per run by stage (segal.compute_time), None where no run recorded CPU time."""
+    c = summary.get("compute")
+    if not c:
+        return None
+    header = ["strategy", "runs", "train", "acquire", "evaluate", "total", "of it estimated"]
+    rows = [[label, str(row["runs"]), *(f"{row[k]:.2f}" for k in ("train", "acquire", "evaluate", "total")),
+             f"{row['estimated']:.2f}"] for label, row in c["per_run"].items()]
+    return header, rows
+
+
+def compute_line(summary: dict[str, Any]) -> str | None:
+    c = summary.get("compute")
+    if not c:
+        return None
+    runs = sum(row["runs"] for row in c["per_run"].values())
+    return (f"CPU time of all {runs} runs: {c['cpu_hours']:.1f} h ({c['estimated_hours']:.1f} h of it estimated), "
+            f"i.e. {c['cpu_hours'] / 2:.1f} h on 2 cores as one-thread runs; training "
+            f"{c['seconds_per_step']:.3f} CPU s per step over {c['measured_steps']} measured steps "
+            "(segal.compute_time: cycles without CPU time are estimated from their steps and wall times)")
+
+
 def version_line(summary: dict[str, Any]) -> str:
     versions = summary.get("segal_versions") or []
     if not versions:
@@ -393,10 +415,19 @@ def render_html(summary: dict[str, Any], png: bytes) -> str:
         + f"<p class=\"note\">{html.escape(note)}</p>" + paired_html + warnings_html
         + f"<h2>Per-class {'IoU' if summary['metric'] == 'miou' else 'accuracy'} (%)</h2>" + _per_class_tables(summary)
         + "<h2>Acquisition diagnostics</h2>" + _diagnostics_tables(summary) + _group_tables(summary)
+        + _compute_html(summary)
         + "<h2>Settings</h2><p class=\"note\">from the runs' recipe.yaml (seeds and folders: see Runs)</p>"
         + _html_table(*settings_rows(summary), table_id="settings")
         + f"<h2>Runs</h2><ul>{runs}</ul><script>{_SCRIPT}</script></body></html>"
     )
+
+
+def _compute_html(summary: dict[str, Any]) -> str:
+    compute = compute_rows(summary)
+    if not compute:
+        return ""
+    return ("<h2>CPU hours per run</h2>" + _html_table(*compute, table_id="compute")
+            + f"<p class=\"note\">{html.escape(compute_line(summary) or '')}</p>")
 
 
 def _print(summary: dict[str, Any], console) -> None:
@@ -416,6 +447,15 @@ def _print(summary: dict[str, Any], console) -> None:
         console.print(table)
     if ceiling_line(summary):
         console.print(ceiling_line(summary))
+    compute = compute_rows(summary)
+    if compute:
+        table = Table(title="CPU hours per run (mean over the runs)")
+        for h in compute[0]:
+            table.add_column(h, justify="right")
+        for r in compute[1]:
+            table.add_row(*r)
+        console.print(table)
+        console.print(compute_line(summary))
     for w in summary.get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}")
 
@@ -453,6 +493,9 @@ def report(run_dirs: list[Path], out: Path | None = None, console=None, target: 
     if paired:
         md += (f"\nPaired gain over {_baseline(summary)} (points)\n\n" + _markdown(*paired)
                + f"\n{paired_note(summary)}\n")
+    compute = compute_rows(summary)
+    if compute:
+        md += "\nCPU hours per run (mean over the runs)\n\n" + _markdown(*compute) + f"\n{compute_line(summary)}\n"
     if summary.get("warnings"):
         md += "\n" + "".join(f"- warning: {w}\n" for w in summary["warnings"])
     md += f"\n{version_line(summary)}\n"

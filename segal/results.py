@@ -76,6 +76,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from segal.compute_time import compute_summary
 from segal.errors import UserError
 from segal.fileio import get_dotted, read_json
 
@@ -494,6 +495,8 @@ def summarize(runs: list[RunData], target: float = 0.95, axis: str | None = None
         "ceiling": ceiling,
         "warnings": warnings,
         "settings": settings(groups, ceiling_runs),
+        "compute": compute_summary({label: [r.dir for r in members] for label, members in groups.items()},
+                                   [r.dir for r in ceiling_runs]),
         "segal_versions": sorted({str(m["segal_version"]) for r in runs + ceiling_runs for m in r.metrics
                                   if m.get("segal_version")}),
     }

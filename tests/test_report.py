@@ -482,3 +482,21 @@ def test_curves_legend_covers_no_point(tmp_path, hand_runs):
     assert box.x0 >= ax.get_window_extent().x1  # right of the axes
     (top,) = ax.child_axes  # labeled counts on top: every budget is a pool of 100
     assert top.get_xlabel() == "labeled images"
+
+
+def test_the_report_states_each_strategys_cpu_hours_per_run(tmp_path, hand_runs):
+    before = report(hand_runs, tmp_path / "before")  # no run recorded CPU time: no table, no guess
+    assert summary_of(before)["compute"] is None and "CPU hours" not in (before / "table.md").read_text()
+    for run in hand_runs:  # 3 cycles of 100 steps at 0.5 CPU s, random acquiring in 1 s, entropy in 7 s
+        for k in range(3):
+            (run / "cycles" / str(k) / "train.json").write_text(json.dumps({"steps": 100, "cpu_seconds": 50.0}))
+            if k < 2:
+                cpu = 1.0 if run.name.startswith("random") else 7.0
+                (run / "cycles" / str(k) / "queries.json").write_text(json.dumps({"cycle": k, "cpu_seconds": cpu}))
+    out = report(hand_runs, tmp_path / "out")
+    c = summary_of(out)["compute"]
+    assert c["per_run"]["random"]["total"] == pytest.approx(152 / 3600)
+    assert c["per_run"]["entropy"]["total"] == pytest.approx(164 / 3600) and c["estimated_hours"] == 0
+    md = (out / "table.md").read_text()
+    assert "CPU hours per run" in md and "| entropy | 2 | 0.04 | 0.00 | 0.00 | 0.05 | 0.00 |" in md
+    assert 'id="compute"' in (out / "report.html").read_text()

@@ -14,7 +14,9 @@ from the convergence check (tools/convergence.py, docs/results.md; VAE_EPOCHS is
 on 2 cores before the strategies' own costs (re-initialising: about 14 h).  ``--ceiling`` also
 trains every seed on the whole pool (OUT/ceiling) and reports against it.  The grid is resumable: kill
 it and run the same command again (finished runs are skipped, a cycle resumes from its last epoch).
-The report (table, curves.png, report.html, summary.json) is written to OUT/report.
+The report (table, curves.png, report.html, summary.json) is written to OUT/report, with each strategy's
+CPU hours per run and the grid's total (segal.compute_time: CPU time, since on a shared machine the wall
+time measures the load; the total ÷ 2 is the grid's time on 2 idle cores at one thread a run).
 
 ``--unit region`` runs the region benchmark of issue 16 instead (see :func:`region_settings`)::
 

@@ -9,8 +9,8 @@ converged CamVid grid (1,600 of ~4,400 steps a run).
 
 :func:`share_initial_network` copies a finished cycle-0 ``task.pt`` from a *donor* run into a run that
 has not trained cycle 0 yet, only when nothing that could change it differs: the donor's stored recipe
-equals this run's in every key but the strategy, its parameters and the output folder
-(:data:`NOT_IN_CYCLE_0`), both state files label the same initial images, and the donor's cycle 0 has
+equals this run's in every key but the strategy, its parameters, the output folder and what later cycles
+acquire (:data:`NOT_IN_CYCLE_0`), both state files label the same initial images, and the donor's cycle 0 has
 finished training (its ``train.json`` exists).  The loop then finds ``cycles/0/task.pt`` and reloads it,
 exactly as it does when a run is resumed after cycle 0 trained; evaluation and everything after run as
 usual.  The copy is atomic (temp file + rename), so a kill leaves either no network or the whole one.
@@ -29,7 +29,12 @@ from segal.config import read_yaml_file
 from segal.pool import PoolState
 from segal.runs import Run
 
-NOT_IN_CYCLE_0 = ("active.strategy", "active.strategy_params", "output_dir")
+# Keys that act only from cycle 0's acquisition on: what to acquire (image or region, its cost, how much,
+# how often, the regions themselves), and where.  A region run of a seed therefore starts from the image
+# runs' cycle-0 network: same initial images, same full masks, same steps (epochs over labeled pixels in
+# whole-image equivalents are the image count at cycle 0), and the comparison is paired from the start.
+NOT_IN_CYCLE_0 = ("active.strategy", "active.strategy_params", "output_dir", "active.unit", "active.cost",
+                  "active.budget", "active.cycles", "active.final", "regions")
 
 
 def _without(recipe: dict[str, Any]) -> dict[str, Any]:

@@ -65,13 +65,14 @@ def is_finished(run_dir: Path, recipe) -> bool:
 def sweep(recipe_path: str | Path, strategies: list[str], seeds: list[int], out_root: Path, overrides: dict[str, Any],
           progress: Progress | None = None, strategy_params: dict[str, dict[str, Any]] | None = None, *,
           target: float = 0.95, console=None, sets: dict[str, Any] | None = None, jobs: int = 1,
-          threads: int | None = None, write_report: bool = True) -> list[Path]:
+          threads: int | None = None, write_report: bool = True, donors: Sequence[Path] = ()) -> list[Path]:
     """Run (or resume) every strategy × seed, then write the report to ``out_root/report`` (unless not
     ``write_report``: a caller that reports over several sweeps); return the run dirs.
 
     ``sets`` are ``--set`` overrides; ``active.strategy_params.KEY`` ones go to every strategy of the
     sweep that has parameter ``KEY`` (``--set active.strategy_params.steps=100`` sizes VAAL only).
     ``jobs > 1`` runs that many runs side by side in child processes, the threads divided between them.
+    ``donors``: runs outside this sweep whose cycle-0 network its runs may copy (segal.shared_start checks).
     """
     from segal.loop import ActiveLoop
     from segal.report import report
@@ -121,7 +122,7 @@ def sweep(recipe_path: str | Path, strategies: list[str], seeds: list[int], out_
         raise UserError(f"no strategy of this sweep has a parameter {key!r}", path=f"--set {prefix}{key}",
                         fix="check the name (see docs/vaal.md for VAAL's), or drop the --set")
     if jobs > 1:
-        run_dirs = _sweep_parallel(plan, str(recipe_path), jobs, threads, progress)
+        run_dirs = _sweep_parallel(plan, str(recipe_path), jobs, threads, progress, donors)
         if write_report:
             report(run_dirs, out_root / "report", console=console, target=target)
         return run_dirs
@@ -134,7 +135,7 @@ def sweep(recipe_path: str | Path, strategies: list[str], seeds: list[int], out_
             progress.log("sweep_skip", **fields)
             continue
         progress.log("sweep_run", **fields)
-        ActiveLoop(run, progress, initial_donors=_same_seed(plan, seed, recipe)).run_loop()
+        ActiveLoop(run, progress, initial_donors=[*_same_seed(plan, seed, recipe), *donors]).run_loop()
     if write_report:
         report(run_dirs, out_root / "report", console=console, target=target)
     return run_dirs
@@ -161,7 +162,8 @@ def _run_child(recipe, recipe_path: str, threads: int, donors: Sequence[Path] = 
     return str(run.dir)
 
 
-def _sweep_parallel(plan: list, recipe_path: str, jobs: int, threads: int | None, progress: Progress) -> list[Path]:
+def _sweep_parallel(plan: list, recipe_path: str, jobs: int, threads: int | None, progress: Progress,
+                    donors: Sequence[Path] = ()) -> list[Path]:
     """Run the plan ``jobs`` at a time (spawned processes: no forked OpenMP or loader state)."""
     import multiprocessing
     import os
@@ -185,7 +187,7 @@ def _sweep_parallel(plan: list, recipe_path: str, jobs: int, threads: int | None
                 progress.log("sweep_skip", **fields)
                 continue
             progress.log("sweep_run", **fields, threads=per_job)
-            futures[pool.submit(_run_child, recipe, recipe_path, per_job, _same_seed(plan, seed, recipe))] = fields
+            futures[pool.submit(_run_child, recipe, recipe_path, per_job, [*_same_seed(plan, seed, recipe), *donors])] = fields
         for future in as_completed(futures):
             future.result()  # a child's UserError (or bug) stops the sweep here; finished runs stay finished
             progress.log("sweep_done", **futures[future])

@@ -76,3 +76,36 @@ def test_a_donor_whose_training_differs_is_not_used(tmp_path):
             run2.close()
     finally:
         run.close()
+
+
+def test_a_region_run_starts_from_the_image_runs_network_which_is_the_one_it_would_train(tmp_path):
+    """What a region run acquires later is not in its cycle 0: the image run's network is byte for byte the
+    one the region run trains alone, so the region benchmark copies it (and its runs are paired with the
+    image baselines from the start)."""
+    from segal.config import recipe_from_dict
+    from tests.test_regions_loop import region_recipe
+
+    image = region_recipe(tmp_path / "image", cycles=1)
+    image["active"] = {k: v for k, v in image["active"].items() if k not in ("unit", "cost")} | {"budget": 2}
+    del image["regions"]
+    with start_run(recipe_from_dict(image), "<image>") as donor:
+        ActiveLoop(donor, Progress(), max_cycles=1).run_loop()
+    alone_recipe = recipe_from_dict(region_recipe(tmp_path / "alone", cycles=1))
+    with start_run(alone_recipe, "<alone>") as alone:
+        ActiveLoop(alone, Progress()).run_loop()
+    with start_run(recipe_from_dict(region_recipe(tmp_path / "shared", cycles=1)), "<shared>") as shared:
+        ActiveLoop(shared, Progress(), initial_donors=[donor.dir]).run_loop()
+    assert "shared_initial_network" in (shared.dir / "log.jsonl").read_text()
+    assert "shared_initial_network" not in (alone.dir / "log.jsonl").read_text()
+    task = "cycles/0/task.pt"
+    assert (alone.dir / task).read_bytes() == (donor.dir / task).read_bytes() == (shared.dir / task).read_bytes()
+    for cycle in (0, 1):
+        assert _metrics(shared.dir, cycle)["miou"] == _metrics(alone.dir, cycle)["miou"]
+
+
+def test_a_sweep_takes_donors_from_outside_itself(tmp_path):
+    recipe = _recipe(tmp_path)
+    (donor,) = sweep(recipe, ["random"], [0], tmp_path / "first", {}, Progress(), write_report=False)
+    (run,) = sweep(recipe, ["entropy"], [0], tmp_path / "second", {}, Progress(), write_report=False, donors=[donor])
+    assert str(donor) in (run / "log.jsonl").read_text()
+    assert (run / "cycles/0/task.pt").read_bytes() == (donor / "cycles/0/task.pt").read_bytes()

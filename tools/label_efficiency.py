@@ -54,10 +54,12 @@ uncontended estimate); a region-VAAL iteration (width 32, z 32, 32×32 crops, ba
 180×240 0.069 s per image (356 regions per image, ~120 pixels each).  Per run: cycle 0 from scratch
 1600 steps (the floor), then warm cycles at 56, 74, 93, 111 image equivalents: 210 + 278 + 349 + 417
 steps, 2854 in all = 28 min; evaluation, scoring, regions and clicks ~2 min; region VAAL adds
-4 × (1000 × 0.43 s + ~90 s scoring) = 35 min.  15 × 30 min + 3 × 35 min ≈ 9.3 core-hours, ≈ 4.6 h on 2 cores.  Not
-counted: sharing cycle 0 among the 4 precise runs of a seed (they train the same network: the same
-mIoU to the last digit in ``--quick``, and the same as the image runs' cycle 0) saves 3 × 1600 steps a
-seed, ~1.2 h on 2 cores, where the sweep shares it (segal.shared_start).
+4 × (1000 × 0.43 s + ~90 s scoring) = 35 min.  15 × 30 min + 3 × 35 min ≈ 9.3 core-hours, ≈ 4.6 h on 2 cores,
+before sharing cycle 0.  A region run's cycle 0 trains the image runs' network (the same mIoU to the
+last digit in ``--quick``; ``test_shared_start``: the same bytes), so every region run copies
+its seed's image-run cycle-0 network (segal.shared_start; ``donors``), so no region run trains cycle 0:
+15 × 1600 steps = 3.7 core-hours fewer, ≈ 5.6 core-hours ≈ 2.8 h on 2 cores for the region grid, and
+the region runs are paired with the image baselines from the first network on.
 
 ``--benchmark cifar10`` applies the same protocol to classification (issue 14)::
 
@@ -178,13 +180,15 @@ def run_regions(args: argparse.Namespace, recipe: Path, out: Path, seeds: list[i
     if baselines:  # the image grid's runs, same names and settings: finished ones are skipped
         sweep(recipe, baselines, seeds, out, image_overrides, progress, strategy_params=image_params,
               console=None, jobs=args.jobs, threads=args.threads, write_report=False)
+    image_runs = [out / run_name(s, seed) for s in baselines for seed in seeds]  # cycle 0 is theirs (shared_start)
     sweep(recipe, args.strategies.split(","), seeds, out / REGION_FOLDER, overrides, progress,
-          strategy_params=params, console=None, jobs=args.jobs, threads=args.threads, write_report=False)
-    dirs = [out / REGION_FOLDER] + [out / run_name(s, seed) for s in baselines for seed in seeds]
+          strategy_params=params, console=None, jobs=args.jobs, threads=args.threads, write_report=False,
+          donors=image_runs)
+    dirs = [out / REGION_FOLDER, *image_runs]
     if args.dominant:
         sweep(recipe, [args.dominant], seeds, out / DOMINANT_FOLDER, {**overrides, "regions.oracle": "dominant"},
               progress, strategy_params=params, console=None, jobs=args.jobs, threads=args.threads,
-              write_report=False)
+              write_report=False, donors=image_runs)
         dirs.append(out / DOMINANT_FOLDER)
     if args.ceiling:
         sweep(recipe, ["random"], seeds, out / "ceiling", {**image_overrides, **CEILING_OVERRIDES}, progress,

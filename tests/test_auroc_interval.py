@@ -48,3 +48,23 @@ def test_small_labeled_set_is_cross_fitted_and_resumes(tmp_path, monkeypatch):
     resumed = again.select(_context(pool, labeled, unlabeled, 6, tmp_path)).diagnostics
     assert resumed["auroc"] == d["auroc"] and resumed["auroc_ci"] == d["auroc_ci"]
     assert _vaal(holdout=0.5, auroc_min=10).auroc_method(_context(pool, labeled, unlabeled, 6, None)) == "holdout"
+
+
+@pytest.mark.parametrize("holdout, auroc_min", [(0.1, 32), (0.5, 4), (0.0, 1)])  # cross-fit, held out, on training
+def test_paper_mode_scores_labeled_and_unlabeled_in_shared_batches_for_its_auroc(tmp_path, holdout, auroc_min):
+    """Paper mode scores with train-mode BatchNorm: a pool scored in batches of its own is normalised by its
+    own statistics, which could separate the pools by themselves.  No scoring call holds labeled images only."""
+    pool = TwoLooks(60, split=30)
+    labeled, unlabeled = np.arange(0, 60, 3), np.setdiff1d(np.arange(60), np.arange(0, 60, 3))
+    strategy = _vaal(mode="paper", holdout=holdout, auroc_min=auroc_min, steps=2)
+    calls, score = [], strategy.score
+
+    def spy(ctx, vae, disc, indices, description="VAAL scoring"):
+        calls.append(np.asarray(indices).copy())
+        return score(ctx, vae, disc, indices, description)
+
+    strategy.score = spy
+    d = strategy.select(_context(pool, labeled, unlabeled, 6, tmp_path)).diagnostics
+    assert d["auroc_on"] == {0.1: "crossfit", 0.5: "holdout", 0.0: "train"}[holdout]
+    assert calls and not any(np.isin(c, labeled).all() for c in calls)
+    assert any(np.isin(c, labeled).any() and np.isin(c, unlabeled).any() for c in calls)

@@ -252,6 +252,15 @@ class VAALStrategy(Strategy):
                  np.concatenate(out_scores) if out_scores else np.empty(0))
         return dist.gather_scores(*local)
 
+    def score_pools(self, ctx: AcquisitionContext, vae: VAE, disc: Discriminator, labeled: np.ndarray,
+                    unlabeled: np.ndarray, description: str) -> tuple[np.ndarray, np.ndarray]:
+        """P(labeled) of two disjoint sets from one pass over their union in index order, so that batches mix
+        the pools.  In paper mode a score depends on its batch-mates (train-mode BatchNorm): each pool scored
+        in batches of its own would be normalised by its own statistics, and the AUROC would measure that,
+        not the discriminator.  In fixed mode (eval mode) the scores are the same either way."""
+        idx, scores = self.score(ctx, vae, disc, np.union1d(labeled, unlabeled), description=description)
+        return scores[np.isin(idx, labeled)], scores[np.isin(idx, unlabeled)]
+
     @torch.no_grad()
     def latents(self, ctx: AcquisitionContext, vae: VAE, indices: np.ndarray) -> torch.Tensor:
         """μ for ``indices`` in index order (eval mode), for the diversity step."""
@@ -275,8 +284,7 @@ class VAALStrategy(Strategy):
             vae.to(ctx.device)
             disc.to(ctx.device)
             self.train(ctx, vae, disc, fit_l, fit_u)
-            _, s_l = self.score(ctx, vae, disc, score_l, description=f"VAAL cross-fit {k + 1}/2 (labeled)")
-            _, s_u = self.score(ctx, vae, disc, score_u, description=f"VAAL cross-fit {k + 1}/2 (unlabeled)")
+            s_l, s_u = self.score_pools(ctx, vae, disc, score_l, score_u, description=f"VAAL cross-fit {k + 1}/2")
             folds.append(auroc(s_l, s_u))
             pos.append(s_l)
             neg.append(s_u)
@@ -294,8 +302,11 @@ class VAALStrategy(Strategy):
         kept in ``info`` and the checkpoint, so that a resumed acquisition does not retrain it."""
         extra: dict = {}
         if len(hold_l):
-            _, s_l = self.score(ctx, vae, disc, hold_l, description="VAAL held-out AUROC")
-            s_u = scores[np.isin(idx, hold_u)]
+            if self.paper:  # batch-dependent scores: the two held-out sets in shared batches (score_pools)
+                s_l, s_u = self.score_pools(ctx, vae, disc, hold_l, hold_u, description="VAAL held-out AUROC")
+            else:
+                _, s_l = self.score(ctx, vae, disc, hold_l, description="VAAL held-out AUROC")
+                s_u = scores[np.isin(idx, hold_u)]
             auc_on, auc, n_l, n_u = "holdout", auroc(s_l, s_u), len(s_l), len(s_u)
             labeled_mean = float(np.mean(s_l)) if len(s_l) else None
         elif self.auroc_method(ctx) == "crossfit":
@@ -310,8 +321,12 @@ class VAALStrategy(Strategy):
                 cf["labeled_score_mean"]
             extra = {"auroc_folds": cf["folds"]}
         else:  # holdout 0 or a single labeled sample: measured on training samples (optimistic)
-            _, s_l = self.score(ctx, vae, disc, ctx.labeled, description="VAAL AUROC")
-            auc_on, auc, n_l, n_u = "train", auroc(s_l, scores), len(s_l), len(scores)
+            if self.paper:
+                s_l, s_u = self.score_pools(ctx, vae, disc, ctx.labeled, idx, description="VAAL AUROC")
+            else:
+                _, s_l = self.score(ctx, vae, disc, ctx.labeled, description="VAAL AUROC")
+                s_u = scores
+            auc_on, auc, n_l, n_u = "train", auroc(s_l, s_u), len(s_l), len(s_u)
             labeled_mean = float(np.mean(s_l)) if len(s_l) else None
         return {"auroc": auc, "auroc_on": auc_on, "auroc_labeled": int(n_l), "auroc_unlabeled": int(n_u),
                 "auroc_ci": list(auroc_interval(auc, n_l, n_u)), "auroc_ci_method": "Hanley-McNeil 1982, 95%",

@@ -7,7 +7,6 @@ these tests check the data the loop feeds to training, quickly and exactly.
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ import tests.tiny  # noqa: F401  (registers tiny-seg)
 from segal import loop as loop_module
 from segal.config import recipe_from_dict
 from segal.data.base import ClassSet, Dataset
+from segal.engine import TrainResult
 from segal.errors import UserError
 from segal.loop import ActiveLoop, initial_selection
 from segal.oracle import corrupt_label
@@ -95,7 +95,7 @@ def recorded_training(monkeypatch):
 
     def fake_train(model, dataset, indices, cfg, **kwargs):
         seen.append({int(i): dataset.load_target(int(i)) for i in indices})
-        return SimpleNamespace(steps=0, final_loss=0.0, seconds=0.0)
+        return TrainResult(steps=0, final_loss=0.0, seconds=0.0)
 
     monkeypatch.setattr(loop_module, "train", fake_train)
     return seen

@@ -9,7 +9,9 @@ Cycles made before segal counted it (or trained on from a checkpoint written bef
 training is *estimated* from their step count at the CPU seconds per step measured over the runs that
 have it (the same network and batch: one benchmark), their acquisitions from the wall time they logged
 (an over-estimate under load), their evaluations from the measured mean; the estimate is reported
-apart, never mixed in silently.
+apart, never mixed in silently.  A run whose cycle-0 network was copied from another run of its sweep
+(segal.shared_start; ``shared_initial_network`` in its ``log.jsonl``) did not train cycle 0: its copy
+of the donor's ``train.json`` is not counted again.
 """
 
 from __future__ import annotations
@@ -32,6 +34,15 @@ class RunCompute:
     unmeasured_acquire_wall: float = 0.0  # wall seconds of acquisitions that recorded no CPU time
     evaluations: int = 0  # measured evaluations
     unmeasured_evaluations: int = 0
+    copied_cycle_0: bool = False  # cycle 0's network came from another run: its training is that run's
+
+
+def _copied_cycle_0(run_dir: Path) -> bool:
+    try:
+        lines = (run_dir / "log.jsonl").read_text().splitlines()
+    except OSError:
+        return False
+    return any('"shared_initial_network"' in line for line in lines)
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -44,10 +55,10 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 def run_compute(run_dir: Path) -> RunCompute:
     """Sum the cycles of ``run_dir`` (``cycles/<k>/{train,queries,metrics}.json``)."""
-    out = RunCompute()
+    out = RunCompute(copied_cycle_0=_copied_cycle_0(run_dir))
     for cycle in sorted((run_dir / "cycles").glob("*")):
         train, queries, metrics = (_read(cycle / f"{name}.json") for name in ("train", "queries", "metrics"))
-        if train is not None:
+        if train is not None and not (cycle.name == "0" and out.copied_cycle_0):
             steps = int(train.get("steps") or 0)
             if isinstance(train.get("cpu_seconds"), int | float):
                 out.train += float(train["cpu_seconds"])

@@ -51,3 +51,16 @@ def test_the_summary_estimates_unmeasured_steps_at_the_measured_rate_and_says_ho
 def test_no_measured_step_means_no_summary(tmp_path):
     cycle(tmp_path / "old", 0, {"steps": 100, "seconds": 9.0}, {"seconds": 1.0}, {})
     assert compute_summary({"random": [tmp_path / "old"]}) is None
+
+
+def test_a_copied_cycle_0_is_counted_once_with_its_donor(tmp_path):
+    donor, copy = tmp_path / "random-seed0", tmp_path / "entropy-seed0"
+    for run in (donor, copy):
+        cycle(run, 0, {"steps": 1600, "cpu_seconds": 800.0}, None, {"eval_cpu_seconds": 1.0})
+        cycle(run, 1, {"steps": 200, "cpu_seconds": 100.0}, {"cpu_seconds": 5.0}, {"eval_cpu_seconds": 1.0})
+    (copy / "log.jsonl").write_text('{"event": "start"}\n{"event": "shared_initial_network", "donor": "x"}\n')
+    assert run_compute(donor).train == 900.0 and not run_compute(donor).copied_cycle_0
+    r = run_compute(copy)
+    assert r.copied_cycle_0 and r.train == 100.0 and r.train_steps == 200 and r.unmeasured_steps == 0
+    s = compute_summary({"random": [donor], "entropy": [copy]})
+    assert s["cpu_hours"] == pytest.approx((907 + 107) / 3600)

@@ -131,3 +131,17 @@ def test_regions_of_the_cifar10_benchmark_are_refused_in_one_line(capsys):
     tool = load_tool()
     assert tool.main(["--benchmark", "cifar10", "--unit", "region"]) == 2
     assert "needs segmentation masks" in capsys.readouterr().out
+
+
+def test_a_later_invocation_takes_cycle_0_from_the_runs_already_in_out(tmp_path, monkeypatch):
+    """One strategy at a time (two workers on a queue) still trains one cycle 0 a seed."""
+    import segal.sweep
+
+    tool = load_tool()
+    for name in ("random-seed0", "regions/random-seed0"):
+        (tmp_path / name / "cycles").mkdir(parents=True)
+        (tmp_path / name / "recipe.yaml").write_text("{}")
+    seen = {}
+    monkeypatch.setattr(segal.sweep, "sweep", lambda *a, **kw: seen.update(kw))
+    assert tool.main(["--quick", "--strategies", "entropy", "--out", str(tmp_path)]) == 0
+    assert seen["donors"] == [tmp_path / "random-seed0"]  # not the region runs: another experiment

@@ -319,8 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         if region:
             run_regions(args, recipe, out, seeds, progress, console)
             return 0
+        donors = image_report_dirs(out) if out.is_dir() else []  # earlier invocations' runs: one cycle 0 a seed
         sweep(recipe, args.strategies.split(","), seeds, out, overrides, progress, strategy_params=params,
-              console=console, jobs=args.jobs, threads=args.threads)
+              console=console, jobs=args.jobs, threads=args.threads, donors=donors)
         if args.ceiling:  # same recipe and schedule rule on the whole pool; then one report over everything
             from segal.config import CEILING_OVERRIDES
             from segal.report import report

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
 from segal.errors import UserError
@@ -88,12 +88,12 @@ def configure_threads(requested: int | None = None, jobs: int = 1) -> ThreadPlan
     return ThreadPlan(threads, cores, jobs, os.environ.get("OMP_NUM_THREADS"))
 
 
-def prefer_passive_wait(env: dict[str, str] | None = None) -> bool:
+def prefer_passive_wait(env: MutableMapping[str, str] | None = None) -> bool:
     """Ask OpenMP to sleep rather than spin when idle; a no-op once torch is loaded or if the user chose."""
-    env = os.environ if env is None else env
-    if "torch" in sys.modules or "OMP_WAIT_POLICY" in env:
+    target: MutableMapping[str, str] = os.environ if env is None else env
+    if "torch" in sys.modules or "OMP_WAIT_POLICY" in target:
         return False
-    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    target["OMP_WAIT_POLICY"] = "PASSIVE"
     return True
 
 

@@ -35,7 +35,8 @@ def _palette(i: int) -> tuple[int, int, int]:
 
 
 def read_class_file(path: Path) -> ClassSet:
-    names, colors = [], []
+    names: list[str] = []
+    colors: list[tuple[int, int, int]] = []
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -47,7 +48,7 @@ def read_class_file(path: Path) -> ClassSet:
         if len(parts) not in (1, 4):
             raise UserError(f"line {number} is not 'name' or 'name R G B'", path=path, fix="one class per line")
         try:
-            color = tuple(int(v) for v in parts[1:]) if len(parts) == 4 else _palette(len(names))
+            color = (int(parts[1]), int(parts[2]), int(parts[3])) if len(parts) == 4 else _palette(len(names))
         except ValueError:
             raise UserError(f"line {number}: colour must be three integers", path=path, fix="e.g. 'road 128 64 128'") from None
         names.append(parts[0])

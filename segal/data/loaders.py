@@ -101,7 +101,7 @@ def _seed_worker(worker_id: int) -> None:
 
 def make_loader(
     dataset: Dataset,
-    indices: Sequence[int],
+    indices: Sequence[int] | np.ndarray,
     *,
     size: Sequence[int] | None,
     batch_size: int,

@@ -135,7 +135,7 @@ def is_labelstudio(doc: object) -> bool:
 
 
 def task_id(task: dict, expected: dict[str, tuple[int, int]]) -> str | None:
-    data = task.get("data") if isinstance(task.get("data"), dict) else {}
+    data = task["data"] if isinstance(task.get("data"), dict) else {}
     if data.get("segal_id") is not None:
         return str(data["segal_id"])
     image = data.get("image")
@@ -150,7 +150,7 @@ def task_id(task: dict, expected: dict[str, tuple[int, int]]) -> str | None:
 
 
 def _flatten(result: dict) -> dict:
-    value = result.get("value") if isinstance(result.get("value"), dict) else {}
+    value = result["value"] if isinstance(result.get("value"), dict) else {}
     return {**result, **value}
 
 

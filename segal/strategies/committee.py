@@ -30,10 +30,12 @@ def trained_member(ctx: AcquisitionContext, name: str, k: int, indices: np.ndarr
     model = ctx.build_model()
     saved = load_checkpoint(path) if path is not None and path.exists() else None
     stored = saved.get("indices") if isinstance(saved, dict) else None
-    matches = isinstance(stored, torch.Tensor) and torch.equal(stored, wanted) and saved.get("seed") == seed
+    matches = isinstance(saved, dict) and isinstance(stored, torch.Tensor) and torch.equal(stored, wanted) \
+        and saved.get("seed") == seed
     # One decision for every rank, gathered before any rank writes: a rank that looked later would find
     # the checkpoint rank 0 had just saved, skip the barrier below and leave rank 0 waiting in it.
     if all(dist.all_gather_object(matches)):
+        assert isinstance(saved, dict)  # this rank's own check passed
         apply_state_dict(model, saved["model"], path)
         return model.to(ctx.device).eval()
     if saved is not None:

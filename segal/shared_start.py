@@ -30,16 +30,26 @@ from segal.pool import PoolState
 from segal.runs import Run
 
 # Keys that act only from cycle 0's acquisition on: what to acquire (image or region, its cost, how much,
-# how often, the regions themselves), and where.  A region run of a seed therefore starts from the image
-# runs' cycle-0 network: same initial images, same full masks, same steps (epochs over labeled pixels in
-# whole-image equivalents are the image count at cycle 0), and the comparison is paired from the start.
+# how often, the regions themselves), and where.  A precise-oracle region run of a seed therefore starts
+# from the image runs' cycle-0 network: same initial images, same full masks (every region of them, at its
+# true pixels), same steps (epochs over labeled pixels in whole-image equivalents are the image count at
+# cycle 0), and the comparison is paired from the start.  A *dominant*-oracle run is not: its initial
+# images train on their regions' majority classes, so its unit and its regions stay in the comparison.
 NOT_IN_CYCLE_0 = ("active.strategy", "active.strategy_params", "output_dir", "active.unit", "active.cost",
                   "active.budget", "active.cycles", "active.final", "regions")
 
 
+def _dominant(recipe: dict[str, Any]) -> bool:
+    active, regions = recipe.get("active") or {}, recipe.get("regions") or {}
+    return active.get("unit") == "region" and regions.get("oracle") == "dominant"
+
+
 def _without(recipe: dict[str, Any]) -> dict[str, Any]:
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in recipe.items()}
+    keep = ("active.unit", "regions") if _dominant(recipe) else ()  # its cycle-0 labels depend on them
     for key in NOT_IN_CYCLE_0:
+        if key in keep:
+            continue
         section, _, name = key.rpartition(".")
         (out.get(section) if section else out).pop(name, None)  # type: ignore[union-attr]
     return out

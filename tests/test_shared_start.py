@@ -101,6 +101,11 @@ def test_a_region_run_starts_from_the_image_runs_network_which_is_the_one_it_wou
     assert (alone.dir / task).read_bytes() == (donor.dir / task).read_bytes() == (shared.dir / task).read_bytes()
     for cycle in (0, 1):
         assert _metrics(shared.dir, cycle)["miou"] == _metrics(alone.dir, cycle)["miou"]
+    # The dominant oracle labels even the initial images by their regions' majority class: not the same network.
+    dominant = recipe_from_dict(region_recipe(tmp_path / "dominant", oracle="dominant", cycles=1))
+    with start_run(dominant, "<dominant>") as run:
+        ActiveLoop(run, Progress(), initial_donors=[donor.dir, shared.dir], max_cycles=1).run_loop()
+    assert "shared_initial_network" not in (run.dir / "log.jsonl").read_text()
 
 
 def test_a_sweep_takes_donors_from_outside_itself(tmp_path):

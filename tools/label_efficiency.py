@@ -55,11 +55,11 @@ uncontended estimate); a region-VAAL iteration (width 32, z 32, 32×32 crops, ba
 1600 steps (the floor), then warm cycles at 56, 74, 93, 111 image equivalents: 210 + 278 + 349 + 417
 steps, 2854 in all = 28 min; evaluation, scoring, regions and clicks ~2 min; region VAAL adds
 4 × (1000 × 0.43 s + ~90 s scoring) = 35 min.  15 × 30 min + 3 × 35 min ≈ 9.3 core-hours, ≈ 4.6 h on 2 cores,
-before sharing cycle 0.  A region run's cycle 0 trains the image runs' network (the same mIoU to the
-last digit in ``--quick``; ``test_shared_start``: the same bytes), so every region run copies
-its seed's image-run cycle-0 network (segal.shared_start; ``donors``), so no region run trains cycle 0:
-15 × 1600 steps = 3.7 core-hours fewer, ≈ 5.6 core-hours ≈ 2.8 h on 2 cores for the region grid, and
-the region runs are paired with the image baselines from the first network on.
+before sharing cycle 0.  A precise-oracle region run's cycle 0 trains the image runs' network (the same
+mIoU to the last digit in ``--quick``; ``test_shared_start``: the same bytes), so each of them copies its
+seed's image-run cycle-0 network (segal.shared_start; ``donors``) and is paired with the image baselines
+from the first network on.  The dominant-oracle run trains its own (its initial images learn their
+regions' majority classes): 12 × 1600 steps = 3.0 core-hours fewer, ≈ 6.3 core-hours ≈ 3.2 h on 2 cores.
 
 ``--benchmark cifar10`` applies the same protocol to classification (issue 14)::
 

@@ -16,10 +16,11 @@ of the donor's ``train.json`` is not counted again.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from segal.fileio import read_json
 
 
 @dataclass
@@ -46,10 +47,10 @@ def _copied_cycle_0(run_dir: Path) -> bool:
 
 
 def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
+    """The cycle file, None where the cycle has none; a damaged one is a UserError naming it (read_json)."""
+    if not path.is_file():
         return None
+    value = read_json(path)
     return value if isinstance(value, dict) else None
 
 

@@ -64,3 +64,12 @@ def test_a_copied_cycle_0_is_counted_once_with_its_donor(tmp_path):
     assert r.copied_cycle_0 and r.train == 100.0 and r.train_steps == 200 and r.unmeasured_steps == 0
     s = compute_summary({"random": [donor], "entropy": [copy]})
     assert s["cpu_hours"] == pytest.approx((907 + 107) / 3600)
+
+
+def test_a_damaged_cycle_file_is_named_not_skipped(tmp_path):
+    from segal.errors import UserError
+
+    cycle(tmp_path / "r", 0, {"steps": 1, "cpu_seconds": 1.0})
+    (tmp_path / "r" / "cycles" / "0" / "queries.json").write_text("{not json")
+    with pytest.raises(UserError, match="queries.json"):
+        run_compute(tmp_path / "r")

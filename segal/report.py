@@ -200,7 +200,7 @@ def compute_line(summary: dict[str, Any]) -> str | None:
         return None
     runs = sum(row["runs"] for row in c["per_run"].values())
     return (f"CPU time of all {runs} runs: {c['cpu_hours']:.1f} h ({c['estimated_hours']:.1f} h of it estimated), "
-            f"i.e. {c['cpu_hours'] / 2:.1f} h on 2 cores as one-thread runs; training "
+            f"i.e. {c['cpu_hours'] / 2:.1f} h on 2 cores (÷ the cores, one thread a run); training "
             f"{c['seconds_per_step']:.3f} CPU s per step over {c['measured_steps']} measured steps "
             "(segal.compute_time: cycles without CPU time are estimated from their steps and wall times)")
 

@@ -30,6 +30,7 @@ from rich.table import Table
 from segal import __version__
 from segal.errors import UserError
 from segal.progress import Progress as ProgressReporter
+from segal.registry import Registry
 
 console = Console(stderr=True, log_path=False)  # log lines without a `cli.py:66` tag
 out = Console()
@@ -360,7 +361,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     from segal.models import MODELS
     from segal.strategies import REGION_STRATEGIES, STRATEGIES
 
-    registry = {"strategies": STRATEGIES, "datasets": DATASETS, "models": MODELS}[args.command]
+    registries: dict[str, Registry[Any]] = {"strategies": STRATEGIES, "datasets": DATASETS, "models": MODELS}
+    registry = registries[args.command]
     for name in registry.names():
         out.print(name)
     if args.command == "strategies":  # active.unit: region looks its strategy up in a registry of its own

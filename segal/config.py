@@ -182,7 +182,7 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             fail()
-        return from_dict(tp, value, source, prefix=f"{key}.")
+        return from_dict(typing.cast(type, tp), value, source, prefix=f"{key}.")
     if origin is Literal:
         choices = typing.get_args(tp)
         if isinstance(value, bool) and {"on", "off"} <= set(choices):

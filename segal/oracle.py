@@ -25,7 +25,8 @@ def _rng(seed: int, image_id: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(image_id.encode())])
 
 
-def corrupt_label(target: np.ndarray | int, num_classes: int, seed: int, image_id: str, ignore_index: int = 255):
+def corrupt_label(target: np.ndarray | int, num_classes: int, seed: int, image_id: str,
+                  ignore_index: int = 255) -> np.ndarray | int:
     rng = _rng(seed, image_id)
     if not isinstance(target, np.ndarray):
         other = int(rng.integers(num_classes - 1))
@@ -54,12 +55,13 @@ class OracleView(DatasetView):
     def target_path(self, index: int):
         return self.overrides.get(self.pool.image_id(index)) or self.pool.target_path(index)
 
-    def load_target(self, index: int):
+    def load_target(self, index: int) -> np.ndarray | int:
         image_id = self.pool.image_id(index)
         path = self.overrides.get(image_id)
+        target: np.ndarray | int
         if path is not None:
-            target = read_label_png(path)
-            bad = (target >= len(self.classes)) & (target != self.classes.ignore_index)
+            mask = target = read_label_png(path)
+            bad = (mask >= len(self.classes)) & (mask != self.classes.ignore_index)
             if bad.any():
                 raise UserError("imported mask holds unknown class ids", path=path, fix="re-import the labels")
         else:

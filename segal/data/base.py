@@ -15,7 +15,6 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 
@@ -47,7 +46,7 @@ class ClassSet:
 class Dataset(abc.ABC):
     """One split of a dataset; items are ``(image, target, id)``."""
 
-    task: ClassVar[str] = "segmentation"
+    task: str = "segmentation"  # a class attribute; views and caches copy their pool's
     classes: ClassSet
 
     @abc.abstractmethod

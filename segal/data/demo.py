@@ -24,13 +24,14 @@ _SPLIT_SALT = {"train": 11, "val": 23, "test": 23}
 
 
 def _jitter(rng: np.random.Generator, color, amount: int = 30) -> tuple[int, int, int]:
-    return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in color)
+    r, g, b = (int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in color)
+    return r, g, b
 
 
 def render_scene(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Draw one scene; returns (RGB image, mask of class ids)."""
     h, w = height, width
-    image = np.zeros((h, w, 3), np.float32)
+    image: np.ndarray = np.zeros((h, w, 3), np.float32)
     mask = np.zeros((h, w), np.uint8)
 
     def paint(region: np.ndarray, cls: int, color, texture: float = 0.0) -> None:

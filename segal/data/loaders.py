@@ -58,7 +58,7 @@ def train_transform(size: Sequence[int] | None, task: str, seed: int | None = No
 class PoolView(TorchDataset):
     """A transformed view of some pool indices, yielding ``(image, [target,] index)``."""
 
-    def __init__(self, dataset: Dataset, indices: Sequence[int], transform: A.Compose, with_targets: bool,
+    def __init__(self, dataset: Dataset, indices: Sequence[int] | np.ndarray, transform: A.Compose, with_targets: bool,
                  full_size_targets: bool = False):
         self.dataset = dataset
         self.indices = np.asarray(indices, dtype=np.int64)

@@ -175,9 +175,11 @@ def export_colors(classes: ClassSet) -> list[tuple[int, int, int]]:
     colors: list[tuple[int, int, int]] = []
     rng = np.random.default_rng(0)
     for color in classes.colors:
-        color = tuple(int(c) for c in color)
+        r, g, b = (int(c) for c in color)
+        color = (r, g, b)
         while color in used:
-            color = tuple(int(c) for c in rng.integers(1, 256, 3))
+            r, g, b = (int(c) for c in rng.integers(1, 256, 3))
+            color = (r, g, b)
         used.add(color)
         colors.append(color)
     return colors
@@ -237,7 +239,7 @@ class MaskCollector:
                             fix="annotate the original, unresized image")
 
     def add(self, image_id: str, mask: np.ndarray, where: Path | str | None = None) -> None:
-        self.check_size(image_id, *mask.shape[:2], where=where)
+        self.check_size(image_id, mask.shape[0], mask.shape[1], where=where)
         mask = np.asarray(mask)
         if mask.ndim != 2:
             raise ValueError("masks are H×W")

@@ -116,7 +116,8 @@ def parse_labelmap(path: Path, classes: ClassSet) -> dict[tuple[int, int, int], 
         label_index += 1
         match, bare = _LINE.match(line), _NO_COLOR.match(line)
         if match:
-            name, rgb = match.group(1).strip(), tuple(int(v) for v in match.group(2, 3, 4))
+            r, g, b = (int(v) for v in match.group(2, 3, 4))
+            name, rgb = match.group(1).strip(), (r, g, b)
         elif bare:
             name, rgb = bare.group(1).strip(), voc_color(label_index)
         else:
@@ -143,7 +144,7 @@ def decode_color_mask(path: Path, table: dict[tuple[int, int, int], int]) -> np.
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
         raise UserError("cannot decode mask (corrupt or truncated)", path=path, fix="export the masks again")
-    packed = (bgr[:, :, 2].astype(np.uint32) << 16) | (bgr[:, :, 1].astype(np.uint32) << 8) | bgr[:, :, 0]
+    packed = (bgr[:, :, 2].astype(np.uint32) << 16) | (bgr[:, :, 1].astype(np.uint32) << 8) | bgr[:, :, 0].astype(np.uint32)
     uniq, inverse = np.unique(packed, return_inverse=True)
     lut = np.empty(uniq.size, dtype=np.uint8)
     for k, value in enumerate(uniq.tolist()):

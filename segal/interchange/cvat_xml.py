@@ -172,8 +172,8 @@ def load(path: Path, classes: ClassSet, expected: dict[str, tuple[int, int]]) ->
         collector.check_size(image_id, height, width, where)
         mask = new_mask((height, width), classes)
         shapes = [s for s in image if s.tag not in _SKIPPED]
-        shapes = sorted(enumerate(shapes), key=lambda p: (int(p[1].attrib.get("z_order", 0) or 0), p[0]))
-        for _, shape in shapes:
+        ordered = sorted(enumerate(shapes), key=lambda p: (int(p[1].attrib.get("z_order", 0) or 0), p[0]))
+        for _, shape in ordered:
             label = shape.attrib.get("label")
             if label is None:
                 raise UserError(f"a <{shape.tag}> has no label", path=where, fix="label every shape")

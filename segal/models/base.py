@@ -27,8 +27,9 @@ SAME_MODEL = "use weights saved from the same model and classes"
 
 def embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Per-image feature vectors for distance-based strategies."""
-    if hasattr(model, "embed"):
-        return model.embed(x)
+    own = getattr(model, "embed", None)
+    if callable(own):
+        return own(x)
     out = model(x)
     return out.flatten(2).mean(-1) if out.ndim == 4 else out
 

@@ -25,6 +25,7 @@ ResNet-18 has none by default and gets a ``Dropout`` before ``fc`` when ``dropou
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -71,7 +72,7 @@ class VGG16BN(tv_vgg.VGG):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
+                nn.init.zeros_(m.bias)  # type: ignore[arg-type]  # VGG convs have biases
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
@@ -123,7 +124,10 @@ def _load_imagenet(model: nn.Module, tv_weights, name: str) -> None:
     apply_state_dict(model, fitting, tv_weights.url, strict=False, what=WEIGHTS_MISFIT, fix=SAME_MODEL)
 
 
-def _finish(model: nn.Module, weights: str | None, tv_weights, name: str) -> nn.Module:
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def _finish(model: _M, weights: str | None, tv_weights, name: str) -> _M:
     if weights == "imagenet":
         _load_imagenet(model, tv_weights, name)
     elif weights is not None:

@@ -10,6 +10,7 @@ clear message when offline.  A local file is either segal's own checkpoint of th
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,7 +25,7 @@ class SmpSegmenter(nn.Module):
 
     def __init__(self, net: nn.Module, dropout: float = 0.0):
         super().__init__()
-        self.net = net
+        self.net: Any = net  # an smp model: encoder, decoder, segmentation_head
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -36,7 +37,7 @@ class SmpSegmenter(nn.Module):
         return self.net.encoder(x)[-1].mean(dim=(2, 3))
 
 
-def _decoder_takes_list(net: nn.Module) -> bool:
+def _decoder_takes_list(net: Any) -> bool:
     import inspect
 
     params = list(inspect.signature(net.decoder.forward).parameters.values())

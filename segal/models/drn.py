@@ -203,7 +203,7 @@ class DRNSeg(DRN):
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.seg = nn.Conv2d(self.out_channels, num_classes, 1)
         nn.init.kaiming_normal_(self.seg.weight, mode="fan_out", nonlinearity="relu")
-        nn.init.zeros_(self.seg.bias)
+        nn.init.zeros_(self.seg.bias)  # type: ignore[arg-type]  # Conv2d has a bias unless bias=False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.seg(self.dropout(self.features(x)))

@@ -146,6 +146,65 @@ def paired_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]] | 
     return [_axis_header(summary), *labels], rows
 
 
+def _amount(summary: dict[str, Any], x: float) -> str:
+    """An amount on the axis without the labeled count: "27.3%" or "12,345" clicks."""
+    return f"{x:,.0f}" if summary.get("axis") == "clicks" else f"{100 * x:.1f}%"
+
+
+def _needs(summary: dict[str, Any], v: dict[str, Any] | None) -> str:
+    """What the baseline needs for a result, and the share of it the strategy used: "27.3% (0.73×)"."""
+    if v is None:
+        return "–"
+    amount, ratio = _amount(summary, v["baseline_needs"]), v["ratio"]
+    times = "" if ratio is None else f"{ratio:.2f}×"
+    if v["bound"] == "more":
+        return f"> {amount}" + (f" (< {times})" if times else "")
+    if v["bound"] == "at_most":
+        return f"≤ {amount}" + (f" (≥ {times})" if times else "")
+    return amount + (f" ({times})" if times else "")
+
+
+def savings_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """What the baseline needs for each strategy's mean at each budget, and the share of it the strategy
+    used; ``None`` without a baseline and another strategy."""
+    labels = [label for label, s in summary["strategies"].items() if s.get("savings")]
+    if not labels:
+        return None
+    rows = []
+    for f in summary["fractions"]:
+        cells = [_needs(summary, next((v for v in summary["strategies"][label]["savings"] if v["fraction"] == f),
+                                      None)) for label in labels]
+        rows.append([budget(summary, f), *cells])
+    return [_axis_header(summary), *labels], rows
+
+
+def ceiling_savings_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """Per strategy: where it reaches 90% and 95% of the ceiling, and what the baseline needs for the
+    same result there; ``None`` without a ceiling or a baseline."""
+    if not summary.get("ceiling"):
+        return None
+    spent, base = _spent(summary), _baseline(summary)
+    rows = []
+    for label, s in summary["strategies"].items():
+        if not s.get("at_ceiling"):
+            continue
+        row = [label]
+        for share in ("0.9", "0.95"):
+            reach = s["fraction_to_ceiling"][share]
+            row += [_never(summary, reach), _needs(summary, s["at_ceiling"][share])]
+        rows.append(row)
+    if not rows:
+        return None
+    return (["strategy", f"{spent} to 90% of ceiling", f"{base} needs for that result (strategy's share of it)",
+             f"{spent} to 95% of ceiling", f"{base} needs for that result (strategy's share of it)"], rows)
+
+
+SAVINGS_NOTE = ("the budget at which the baseline's mean curve, interpolated linearly between its budgets, first "
+                "reaches the strategy's mean; in brackets the strategy's budget as a share of it (below 1×: fewer "
+                "labels than the baseline for the same result). > : the baseline never reaches it within its "
+                "budgets; ≤ : its first budget already does.")
+
+
 def ceiling_line(summary: dict[str, Any]) -> str | None:
     c = summary.get("ceiling")
     if not c:
@@ -399,6 +458,13 @@ def render_html(summary: dict[str, Any], png: bytes) -> str:
     paired_html = (f"<h2>Paired gain over {html.escape(_baseline(summary))} (points)</h2>"
                    + _html_table(*paired, table_id="paired")
                    + f"<p class=\"note\">{html.escape(paired_note(summary))}</p>") if paired else ""
+    savings = savings_rows(summary)
+    savings_html = (f"<h2>Labels {html.escape(_baseline(summary))} needs for each result</h2>"
+                    + _html_table(*savings, table_id="savings")
+                    + f"<p class=\"note\">{html.escape(SAVINGS_NOTE)}</p>") if savings else ""
+    at_ceiling = ceiling_savings_rows(summary)
+    if at_ceiling:
+        savings_html += "<h2>Reaching the ceiling</h2>" + _html_table(*at_ceiling, table_id="at-ceiling")
     ceiling = ceiling_line(summary)
     ceiling_html = f"<p id=\"ceiling\">{html.escape(ceiling)}</p>" if ceiling else ""
     warnings_html = ("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in summary["warnings"])
@@ -412,7 +478,7 @@ def render_html(summary: dict[str, Any], png: bytes) -> str:
         f"<h2>{html.escape(_metric_label(summary))} (%) by labeled budget</h2>"
         + _html_table(*results_rows(summary), table_id="results")
         + "<h2>Summary</h2>" + ceiling_html + _html_table(*overview_rows(summary), table_id="summary")
-        + f"<p class=\"note\">{html.escape(note)}</p>" + paired_html + warnings_html
+        + f"<p class=\"note\">{html.escape(note)}</p>" + paired_html + savings_html + warnings_html
         + f"<h2>Per-class {'IoU' if summary['metric'] == 'miou' else 'accuracy'} (%)</h2>" + _per_class_tables(summary)
         + "<h2>Acquisition diagnostics</h2>" + _diagnostics_tables(summary) + _group_tables(summary)
         + _compute_html(summary)
@@ -438,6 +504,12 @@ def _print(summary: dict[str, Any], console) -> None:
     paired = paired_rows(summary)
     if paired:
         tables.append((paired, f"paired gain over {_baseline(summary)} (points, * = 95% interval excludes 0)"))
+    savings = savings_rows(summary)
+    if savings:
+        tables.append((savings, f"labels {_baseline(summary)} needs for each result (strategy's share of them)"))
+    at_ceiling = ceiling_savings_rows(summary)
+    if at_ceiling:
+        tables.append((at_ceiling, "reaching the ceiling"))
     for (header, rows), title in tables:
         table = Table(title=title)
         for h in header:
@@ -493,6 +565,13 @@ def report(run_dirs: list[Path], out: Path | None = None, console=None, target: 
     if paired:
         md += (f"\nPaired gain over {_baseline(summary)} (points)\n\n" + _markdown(*paired)
                + f"\n{paired_note(summary)}\n")
+    savings = savings_rows(summary)
+    if savings:
+        md += (f"\nLabels {_baseline(summary)} needs for each result\n\n" + _markdown(*savings)
+               + f"\n{SAVINGS_NOTE}\n")
+    at_ceiling = ceiling_savings_rows(summary)
+    if at_ceiling:
+        md += "\nReaching the ceiling\n\n" + _markdown(*at_ceiling) + "\n"
     compute = compute_rows(summary)
     if compute:
         md += "\nCPU hours per run (mean over the runs)\n\n" + _markdown(*compute) + f"\n{compute_line(summary)}\n"

@@ -55,10 +55,17 @@ Statistics (every number is also in ``summary.json``, metrics as fractions in [0
   over them (clipped to [0, 1]) with two or more seeds; each seed's own interval is kept too.
 - budgets: each labeled fraction with its mean labeled count; settings: the recipe keys with their
   value (one when all runs agree, else per strategy); ``segal_versions``: from each metrics.json.
+- labels the baseline needs (label savings): for each budget x of a strategy with mean m, the smallest x'
+  at which the baseline's mean curve, linearly interpolated between its budgets, first reaches m; the
+  strategy uses ``x / x'`` of the baseline's labels there (below 1: it saves labels).  Where the
+  baseline never reaches m within its budgets, x' is more than its last budget and the ratio a bound
+  (``bound: "more"``); where the baseline's first budget already reaches m, x' is at most that budget
+  (``bound: "at_most"``).  Mean curves, not per seed: one seed's curve rarely reaches another's value.
 - ceiling: a run whose cycle 0 is trained on the whole pool (``segal acquire --ceiling``) is not a
   strategy; its mean over seeds is the ceiling.  Each strategy's final mean is given as a fraction
   of it, and the smallest budget on the axis (labeled fraction, pixels or clicks) whose mean reaches
-  90% and 95% of it (``None`` if never).
+  90% and 95% of it (``None`` if never), with what the baseline needs for the strategy's result there
+  (``at_ceiling``: the label savings above, at that budget).
 
 In ``summary.json`` a point's ``fraction`` is its x on the report's axis (``summary["axis"]``): a share
 of the pool on ``fraction`` and ``pixels``, a count on ``clicks``.
@@ -462,6 +469,8 @@ def summarize(runs: list[RunData], target: float = 0.95, axis: str | None = None
                                      for p in s["curve"] if p["fraction"] in rnd]
         else:
             s["gain_over_random"] = None
+        s["savings"] = ([_savings(p, strategies[baseline]["curve"]) for p in s["curve"]]
+                        if baseline is not None and label != baseline else None)
 
     warnings: list[str] = []
     for label, s in strategies.items():
@@ -473,6 +482,9 @@ def summarize(runs: list[RunData], target: float = 0.95, axis: str | None = None
         s["fraction_to_ceiling"] = None if ceiling is None else {
             str(share): next((p["fraction"] for p in s["curve"] if p["mean"] >= share * ceiling["mean"]), None)
             for share in CEILING_SHARES}
+        s["at_ceiling"] = None if ceiling is None or s["savings"] is None else {
+            share: next((v for v in s["savings"] if v["fraction"] == f), None)
+            for share, f in s["fraction_to_ceiling"].items()}
 
     budgets = []
     for f in sorted({p["fraction"] for s in strategies.values() for p in s["curve"]}):
@@ -500,6 +512,24 @@ def summarize(runs: list[RunData], target: float = 0.95, axis: str | None = None
         "segal_versions": sorted({str(m["segal_version"]) for r in runs + ceiling_runs for m in r.metrics
                                   if m.get("segal_version")}),
     }
+
+
+def baseline_needs(xs: list[float], ys: list[float], value: float) -> tuple[float, str]:
+    """Where a piecewise-linear curve (``xs`` ascending) first reaches ``value``: ``(x, "exact")``;
+    ``(xs[0], "at_most")`` when its first point already does; ``(xs[-1], "more")`` when it never does."""
+    if ys[0] >= value:
+        return float(xs[0]), "at_most"
+    for x0, y0, x1, y1 in zip(xs, ys, xs[1:], ys[1:], strict=False):
+        if y1 >= value:  # y0 < value <= y1, so y1 > y0
+            return float(x0 + (value - y0) / (y1 - y0) * (x1 - x0)), "exact"
+    return float(xs[-1]), "more"
+
+
+def _savings(point: dict[str, Any], base_curve: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the baseline needs for ``point``'s mean, and the share of it the strategy used (module docstring)."""
+    needs, bound = baseline_needs([p["fraction"] for p in base_curve], [p["mean"] for p in base_curve], point["mean"])
+    return {"fraction": point["fraction"], "mean": point["mean"], "baseline_needs": needs, "bound": bound,
+            "ratio": point["fraction"] / needs if needs > 0 else None}
 
 
 def _baseline(groups: dict[str, list[RunData]]) -> str | None:

@@ -84,6 +84,15 @@ def test_means_std_auc_gain_match_hand_computation(tmp_path, hand_runs):
     assert ent["fraction_to_target"] == 0.4 and rnd["fraction_to_target"] is None
     assert [g["gain"] for g in ent["gain_over_random"]] == pytest.approx([-0.01, 0.06, 0.11])
     assert rnd["gain_over_random"] is None
+    # labels random needs for entropy's means 0.41, 0.58, 0.72 on random's 0.42, 0.52, 0.61 (10%, 20%, 40%):
+    # 0.41 ≤ 0.42: at most 10%; 0.58 = 0.52 + (2/3)·0.09 → 20% + (2/3)·20% = 33.3%; 0.72 > 0.61: more than 40%
+    needs = ent["savings"]
+    assert [v["bound"] for v in needs] == ["at_most", "exact", "more"] and rnd["savings"] is None
+    assert [v["baseline_needs"] for v in needs] == pytest.approx([0.1, 0.2 + 0.2 * 0.06 / 0.09, 0.4])
+    assert [v["ratio"] for v in needs] == pytest.approx([1.0, 0.6, 1.0])
+    md = (out / "table.md").read_text()
+    assert "| 20 (20.0%) | 33.3% (0.60×) |" in md and "| 40 (40.0%) | > 40.0% (< 1.00×) |" in md
+    assert "| 10 (10.0%) | ≤ 10.0% (≥ 1.00×) |" in md
 
 
 def test_lower_target_is_reached_earlier(tmp_path, hand_runs):
@@ -350,6 +359,16 @@ def test_paired_gain_and_t_interval_match_hand_computation(tmp_path):
     assert 'id="paired"' in (tmp_path / "out" / "report.html").read_text()
 
 
+def test_baseline_needs_is_the_first_crossing_of_the_interpolated_curve():
+    from segal.results import baseline_needs
+
+    xs, ys = [0.1, 0.2, 0.3], [0.5, 0.4, 0.6]  # not monotone: the first crossing counts
+    assert baseline_needs(xs, ys, 0.55) == (pytest.approx(0.275), "exact")  # 0.2 + (0.15 / 0.2) · 0.1
+    assert baseline_needs(xs, ys, 0.45) == (0.1, "at_most")
+    assert baseline_needs(xs, ys, 0.6) == (pytest.approx(0.3), "exact")
+    assert baseline_needs(xs, ys, 0.61) == (0.3, "more")
+
+
 def test_t_quantiles_against_known_values():
     from segal.results import t_quantile_975
 
@@ -387,9 +406,16 @@ def test_ceiling_run_is_a_line_and_a_reference(tmp_path):
     # 90% of 0.62 = 0.558, 95% = 0.589: random 0.52 → 0.57 reaches 90% at 40% only; entropy 0.56 at 20%, 0.59 at 40%
     assert rnd["fraction_to_ceiling"] == {"0.9": 0.4, "0.95": None}
     assert ent["fraction_to_ceiling"] == {"0.9": 0.2, "0.95": 0.4}
+    # what random (0.42, 0.52, 0.57) needs for entropy's result there: 0.56 at 20% → 20% + 0.8 · 20% = 36%
+    # (entropy used 0.2 / 0.36 of it); 0.59 at 40% → random never gets there
+    assert ent["at_ceiling"]["0.9"]["baseline_needs"] == pytest.approx(0.36)
+    assert ent["at_ceiling"]["0.9"]["ratio"] == pytest.approx(0.2 / 0.36)
+    assert ent["at_ceiling"]["0.95"]["bound"] == "more" and rnd["at_ceiling"] is None
     md = (out / "table.md").read_text()
     assert "ceiling (whole pool labeled, 3 seeds): mIoU 62.00 ± 2.00" in md
     assert "| 91.9 | 40 (40.0%) | never |" in md  # random: 57/62 of the ceiling
+    assert "| entropy | 20 (20.0%) | 36.0% (0.56×) | 40 (40.0%) | > 40.0% (< 1.00×) |" in md
+    assert 'id="at-ceiling"' in (out / "report.html").read_text()
     assert "ceiling (whole pool labeled" in (out / "report.html").read_text()
     with_line = matplotlib.image.imread(out / "curves.png")
     without = matplotlib.image.imread(report(runs, tmp_path / "plain") / "curves.png")

@@ -39,11 +39,11 @@ class RunCompute:
 
 
 def _copied_cycle_0(run_dir: Path) -> bool:
+    """Whether the run's log records a copied cycle 0 (read as bytes: a damaged line is no reason to fail)."""
     try:
-        lines = (run_dir / "log.jsonl").read_text().splitlines()
+        return b'"shared_initial_network"' in (run_dir / "log.jsonl").read_bytes()
     except OSError:
         return False
-    return any('"shared_initial_network"' in line for line in lines)
 
 
 def _read(path: Path) -> dict[str, Any] | None:

@@ -64,6 +64,8 @@ def test_a_copied_cycle_0_is_counted_once_with_its_donor(tmp_path):
     assert r.copied_cycle_0 and r.train == 100.0 and r.train_steps == 200 and r.unmeasured_steps == 0
     s = compute_summary({"random": [donor], "entropy": [copy]})
     assert s["cpu_hours"] == pytest.approx((907 + 107) / 3600)
+    (copy / "log.jsonl").write_bytes(b'\xff\xfe{"ev\n{"event": "shared_initial_network"}\n')  # a torn, non-UTF-8 line
+    assert run_compute(copy).copied_cycle_0
 
 
 def test_a_damaged_cycle_file_is_named_not_skipped(tmp_path):

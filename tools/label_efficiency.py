@@ -10,8 +10,9 @@ reproduced from scratch: CamVid train (367 images) as the pool, val (101) as the
 ``max(min_steps, ceil(epochs × labeled / batch))`` steps (``--steps N`` restores the old fixed count),
 VAAL ``--vae-epochs`` passes over labeled + unlabeled.  The defaults EPOCHS and MIN_STEPS below come
 from the convergence check (tools/convergence.py, docs/results.md), VAE_EPOCHS from tools/vaal_budget.py;
-``--warm-epochs 30`` warm-starts every later cycle, which brings the full grid to an estimated 5.5 h
-on 2 cores before the strategies' own costs (re-initialising: about 14 h).  ``--ceiling`` also
+``--warm-epochs 30`` warm-starts every later cycle, which brings the full grid's training to an estimated
+5.5 h on 2 cores (re-initialising: about 14 h); with VAAL's 60 VAE epochs and their cross-fitted AUROC
+the whole grid is ≈ 15 core-hours, ≈ 7.5 h on 2 cores (docs/results.md).  ``--ceiling`` also
 trains every seed on the whole pool (OUT/ceiling) and reports against it.  The grid is resumable: kill
 it and run the same command again (finished runs are skipped, a cycle resumes from its last epoch).
 The report (table, curves.png, report.html, summary.json) is written to OUT/report, with each strategy's

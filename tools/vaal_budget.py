@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import tempfile
 import time
@@ -31,6 +32,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from segal.cli import os_error_line  # noqa: E402
 from segal.errors import UserError  # noqa: E402
 from segal.fileio import atomic_write_json, read_json  # noqa: E402
 from segal.loop import _seed  # noqa: E402
@@ -55,6 +57,17 @@ def labeled_at(run_dir: Path, cycle: int) -> tuple[np.ndarray, dict]:
     return np.sort(labeled), read_json(path)
 
 
+def parse_budgets(text: str) -> list[float]:
+    """``--epochs``: positive numbers, comma-separated; anything else is one line naming the flag."""
+    try:
+        budgets = [float(e) for e in text.split(",")]
+    except ValueError:
+        budgets = []
+    if not budgets or not all(b > 0 and b != float("inf") for b in budgets):
+        raise UserError(f"--epochs {text!r} is not a list of positive numbers", fix="e.g. --epochs 30,60,120")
+    return budgets
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a finished image-level VAAL run")
@@ -65,13 +78,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console()
     try:
-        budgets = [float(e) for e in args.epochs.split(",")]
+        budgets = parse_budgets(args.epochs)
         run = open_run(args.run)
         a = run.recipe.active
         if a.unit != "image" or a.strategy != "vaal":
             raise UserError(f"the run's strategy is {a.strategy} ({a.unit}s), not image-level vaal",
                             path=args.run / "recipe.yaml", fix="pass a VAAL run")
         labeled, queries = labeled_at(args.run, args.cycle)
+        out = args.out or args.run.parent / f"vaal-budget-{args.run.name}-c{args.cycle}.json"
+        # before the training, so that a bad --out fails first and costs nothing
+        if next((d for d in (out.parent, *out.parent.parents) if d.exists() and not d.is_dir()), None) is not None:
+            raise UserError("a part of the results path is a file, a folder was expected", path=out.parent,
+                            fix="pass another --out")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(out.parent, os.W_OK):
+            raise UserError("the results folder is not writable", path=out.parent, fix="pass a writable --out")
         theirs = {int(i) for i in queries["indices"]}
         unlabeled = np.setdiff1d(np.arange(len(run.pool)), labeled)
         rows = []
@@ -96,12 +117,17 @@ def main(argv: list[str] | None = None) -> int:
                              "cpu_seconds": round(time.process_time() - cpu0, 1)})
                 console.print(rows[-1])
         run_params = dataclasses.asdict(make_strategy("vaal", dict(a.strategy_params), "recipe").params)
-        out = args.out or args.run.parent / f"vaal-budget-{args.run.name}-c{args.cycle}.json"
         atomic_write_json(out, {"run": str(args.run), "cycle": args.cycle, "labeled": int(len(labeled)),
                                 "unlabeled": int(len(unlabeled)), "run_params": run_params,
                                 "run_auroc": queries.get("diagnostics", {}).get("auroc"), "budgets": rows})
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)  # one line, unwrapped
+        return 2
+    except OSError as exc:  # an unwritable --out or cache, a full disk: the file and the fix, as segal says it
+        line = os_error_line(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return 2
     table = Table(title=f"VAAL budget at cycle {args.cycle} of {args.run} ({len(labeled)} labeled, "
                         f"{len(unlabeled)} unlabeled)")

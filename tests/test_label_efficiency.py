@@ -145,3 +145,19 @@ def test_a_later_invocation_takes_cycle_0_from_the_runs_already_in_out(tmp_path,
     monkeypatch.setattr(segal.sweep, "sweep", lambda *a, **kw: seen.update(kw))
     assert tool.main(["--quick", "--strategies", "entropy", "--out", str(tmp_path)]) == 0
     assert seen["donors"] == [tmp_path / "random-seed0"]  # not the region runs: another experiment
+
+
+def test_an_empty_or_runless_out_folder_has_no_donors_and_is_no_error(tmp_path, monkeypatch):
+    """A fresh machine's first invocation: --out made beforehand (or holding records only being restored)."""
+    import segal.sweep
+
+    tool = load_tool()
+    seen = {}
+    monkeypatch.setattr(segal.sweep, "sweep", lambda *a, **kw: seen.update(kw))
+    (tmp_path / "empty").mkdir()
+    assert tool.main(["--quick", "--strategies", "random", "--out", str(tmp_path / "empty")]) == 0
+    assert seen["donors"] == []
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README.txt").write_text("queue notes")  # a folder with files but no run
+    assert tool.main(["--quick", "--strategies", "random", "--out", str(tmp_path / "notes")]) == 0
+    assert seen["donors"] == []

@@ -176,6 +176,13 @@ def image_report_dirs(out: Path) -> list[Path]:
     return [d for d in find_runs([out]) if not any(d.resolve().is_relative_to(s) for s in skip)]
 
 
+def holds_runs(out: Path) -> bool:
+    """Whether ``out`` already holds a run: an empty or new --out folder has no donors, and is no error."""
+    from segal.results import is_run_dir
+
+    return out.is_dir() and any(is_run_dir(p.parent) for p in out.rglob("recipe.yaml"))
+
+
 def run_regions(args: argparse.Namespace, recipe: Path, out: Path, seeds: list[int], progress, console) -> None:
     """The region benchmark: image baselines, region runs (precise, then dominant), ceiling, one report."""
     from segal.config import CEILING_OVERRIDES
@@ -325,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         if region:
             run_regions(args, recipe, out, seeds, progress, console)
             return 0
-        donors = image_report_dirs(out) if out.is_dir() else []  # earlier invocations' runs: one cycle 0 a seed
+        donors = image_report_dirs(out) if holds_runs(out) else []  # earlier invocations' runs: one cycle 0 a seed
         sweep(recipe, args.strategies.split(","), seeds, out, overrides, progress, strategy_params=params,
               console=console, jobs=args.jobs, threads=args.threads, donors=donors)
         if args.ceiling:  # same recipe and schedule rule on the whole pool; then one report over everything

@@ -6,7 +6,7 @@
 A grid of the label-efficiency benchmark takes more core-hours than one session of a machine holds, and
 a fresh machine starts with no run folders.  ``save`` copies the records of every finished run (recipe,
 state, log, each cycle's metrics/train/queries JSON; never ``task.pt``, caches or TensorBoard events:
-segal.records) keeping the grid's layout, a few hundred kB a run, so they can be committed.
+segal.records) keeping the grid's layout, about 20 kB a run (CamVid, 7 cycles), so they can be committed.
 ``restore`` puts them back into a grid folder before the benchmark is re-run there: its finished runs
 are skipped, the remaining runs train, and its report covers old and new runs alike.  ``segal report``
 also reads a records folder directly.  Unfinished runs are not saved (their next cycle warm-starts

@@ -89,3 +89,19 @@ def test_bad_folders_are_one_line_exit_2(grid, tmp_path, capsys):
     assert run_records.main(["save", str(out), str(out / "records")]) == 2
     assert "inside the grid folder" in capsys.readouterr().out
     assert not (out / "records").exists()
+
+
+def test_the_committed_camvid_records_are_finished_runs_that_the_report_reads(tmp_path):
+    """docs/records/camvid backs docs/results.md: every record is a finished run, and the report reads them."""
+    from segal.records import is_finished, record_files
+    from segal.results import find_runs
+
+    records = Path(__file__).resolve().parents[1] / "docs" / "records" / "camvid"
+    runs = find_runs([records])
+    assert runs and all(is_finished(r) for r in runs)
+    for run in runs:  # nothing but records was committed
+        assert sorted(p.relative_to(run) for p in run.rglob("*") if p.is_file()) == record_files(run)
+    seed0 = json.loads((records / "random-seed0" / "cycles" / "6" / "metrics.json").read_text())
+    assert (seed0["labeled"], round(100 * seed0["miou"], 2)) == (145, 54.89)  # the value docs/results.md gives
+    s = json.loads((report(runs, tmp_path / "report") / "summary.json").read_text())
+    assert "random" in s["strategies"]

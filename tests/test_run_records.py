@@ -75,10 +75,11 @@ def test_restored_runs_are_skipped_by_the_sweep_and_report_alike(grid, tmp_path)
     assert {p: p.read_bytes() for p in fresh.rglob("log.jsonl")} == logs
     assert summary(report(dirs, tmp_path / "a")) == \
         summary(report([out / "random-seed0", out / "entropy-seed0"], tmp_path / "b"))
-    # a run already in the grid is left alone
-    (fresh / "random-seed0" / "state.json").write_text((out / "random-seed0" / "state.json").read_text())
+    # a run already in the grid is left alone, even where it differs from its record
+    (fresh / "random-seed0" / "log.jsonl").write_bytes(b"this machine's own\n")
     done = run_records.restore_records(records, fresh)
     assert done.copied == [] and len(done.skipped) == 2
+    assert (fresh / "random-seed0" / "log.jsonl").read_bytes() == b"this machine's own\n"
 
 
 def test_bad_folders_are_one_line_exit_2(grid, tmp_path, capsys):

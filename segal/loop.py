@@ -21,6 +21,7 @@ from segal.checkpoint import apply_state_dict, load_checkpoint, save_checkpoint
 from segal.data.base import Dataset, require_labeled_pixels
 from segal.distributed import barrier, is_main
 from segal.engine import cycle_schedule, evaluate, predict_masks, train
+from segal.environment import describe
 from segal.errors import UserError
 from segal.fileio import atomic_write_json, read_json
 from segal.image_costs import ImageCosts
@@ -229,6 +230,8 @@ class ActiveLoop:
                 count = run.region_plan().initial_images
                 self.regions.start(state, initial_selection(run, state, self.progress, count=count))
             self._event("start", pool=state.size, budgets=state.budgets, strategy=run.recipe.active.strategy)
+        if state.stage != "done" and is_main():  # what computes the cycles to come (segal.environment)
+            run.log("environment", **describe(run.device))
         cycles_done = 0
         while state.stage != "done":
             if state.stage == "await_labels":

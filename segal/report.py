@@ -469,6 +469,9 @@ def render_html(summary: dict[str, Any], png: bytes) -> str:
     ceiling_html = f"<p id=\"ceiling\">{html.escape(ceiling)}</p>" if ceiling else ""
     warnings_html = ("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in summary["warnings"])
                      + "</ul>") if summary.get("warnings") else ""
+    if summary.get("environment_notes"):
+        warnings_html += ("<h2 id=\"environment-notes\">Pairs from different numeric environments</h2><ul>"
+                          + "".join(f"<li>{html.escape(n)}</li>" for n in summary["environment_notes"]) + "</ul>")
     return (
         f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>segal report: {title}</title>"
         f"<style>{_CSS}</style></head><body><h1>{title}</h1>"
@@ -530,6 +533,8 @@ def _print(summary: dict[str, Any], console) -> None:
         console.print(compute_line(summary))
     for w in summary.get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}")
+    for n in summary.get("environment_notes", []):
+        console.print(f"note: {n}")
 
 
 def default_out(run_dirs: list[Path]) -> Path:
@@ -577,6 +582,8 @@ def report(run_dirs: list[Path], out: Path | None = None, console=None, target: 
         md += "\nCPU hours per run (mean over the runs)\n\n" + _markdown(*compute) + f"\n{compute_line(summary)}\n"
     if summary.get("warnings"):
         md += "\n" + "".join(f"- warning: {w}\n" for w in summary["warnings"])
+    if summary.get("environment_notes"):
+        md += "\n" + "".join(f"- note: {n}\n" for n in summary["environment_notes"])
     md += f"\n{version_line(summary)}\n"
     atomic_write_bytes(out / "table.md", md.encode())
     write_csv(summary, out / "table.csv")

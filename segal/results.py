@@ -47,7 +47,9 @@ Statistics (every number is also in ``summary.json``, metrics as fractions in [0
   mean ± t(0.975, n−1) · sd / √n (sd with ddof=1; no interval with one seed).  A gain is marked
   ``real`` only when its interval excludes zero.  A pair whose state.json cycle-0 labeled set or
   pool fingerprint differ is left out with a warning (``summary["warnings"]``); a pair that cannot be
-  checked (no state.json) is kept with a warning.
+  checked (no state.json) is kept with a warning.  A kept pair whose cycle-0 scores differ (the runs of a
+  seed share their cycle-0 network, segal.shared_start, unless they ran in different numeric environments:
+  segal.environment) is named in ``summary["environment_notes"]``: its gains include that noise.
 - acquisitions by group: per cycle, the share of the acquired images in each recording sequence or
   group (CamVid sequence, Cityscapes city), the mean over seeds.
 - per-class scores: mean ± sample std over the seeds that scored the class (absent classes skipped).
@@ -473,9 +475,10 @@ def summarize(runs: list[RunData], target: float = 0.95, axis: str | None = None
                         if baseline is not None and label != baseline else None)
 
     warnings: list[str] = []
+    notes: list[str] = []
     for label, s in strategies.items():
         s["paired"] = _paired(label, groups[label], curves[label], groups[baseline], curves[baseline], grid, common,
-                              warnings) if baseline is not None and label != baseline else None
+                              warnings, notes) if baseline is not None and label != baseline else None
     ceiling = _ceiling(ceiling_runs, metric)
     for s in strategies.values():
         s["of_ceiling"] = None if ceiling is None else s["final"]["mean"] / ceiling["mean"]
@@ -506,6 +509,7 @@ def summarize(runs: list[RunData], target: float = 0.95, axis: str | None = None
         "strategies": strategies,
         "ceiling": ceiling,
         "warnings": warnings,
+        "environment_notes": notes,
         "settings": settings(groups, ceiling_runs),
         "compute": compute_summary({label: [r.dir for r in members] for label, members in groups.items()},
                                    [r.dir for r in ceiling_runs]),
@@ -616,9 +620,21 @@ _PAIRED_KEYS = ("data.dataset", "data.image_size", "model", "train.epochs", "tra
 _PAIRED_KEYS_ACROSS_UNITS = tuple(k for k in _PAIRED_KEYS if k != "active.budget")
 
 
+def _initial_score(run: RunData) -> float | None:
+    """The run's cycle-0 mIoU or accuracy: the same for every run of a seed where they share the initial
+    network (segal.shared_start), as paired runs should."""
+    first = run.metrics[0]
+    if first.get("cycle") != 0:
+        return None
+    value = first.get("miou", first.get("accuracy"))
+    return float(value) if isinstance(value, int | float) else None
+
+
 def _paired(label: str, members: list[RunData], mine: list[_Points], randoms: list[RunData],
-            theirs: list[_Points], grid: list[float], common: list[float], warnings: list[str]) -> dict[str, Any]:
-    """Per-seed gains of ``members`` over the baseline run of the same seed (module docstring)."""
+            theirs: list[_Points], grid: list[float], common: list[float], warnings: list[str],
+            notes: list[str]) -> dict[str, Any]:
+    """Per-seed gains of ``members`` over the baseline run of the same seed (module docstring); ``notes`` gets
+    the pairs kept whose cycle-0 networks differ (another numeric environment: segal.environment)."""
     by_seed = {r.seed: (r, p) for r, p in zip(randoms, theirs, strict=True)}
     pairs: list[tuple[_Points, _Points, RunData]] = []
     for run, points in zip(members, mine, strict=True):
@@ -632,6 +648,12 @@ def _paired(label: str, members: list[RunData], mine: list[_Points], randoms: li
             warnings.append(f"{label} seed {run.seed}: its initial labeled set (or pool) differs from the baseline's "
                             f"({run.dir} vs {other.dir}); the pair is left out of the paired statistics")
             continue
+        start, other_start = _initial_score(run), _initial_score(other)
+        if start is not None and other_start is not None and abs(start - other_start) > 1e-9:
+            notes.append(f"{label} seed {run.seed}: its cycle-0 score is not the baseline's ({100 * start:.2f} vs "
+                            f"{100 * other_start:.2f}), so the two did not train the same initial network: they ran in "
+                            "different numeric environments (another CPU path or package versions; each run's "
+                            "log.jsonl names its own), and the pair's gains include that noise (kept)")
         keys = _PAIRED_KEYS if run.unit == other.unit else _PAIRED_KEYS_ACROSS_UNITS
         differing = [k for k in keys if get_dotted(run.recipe, k) != get_dotted(other.recipe, k)]
         if differing:

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1] / "segal"
 LAYERS: list[tuple[str, set[str]]] = [
     ("ground", {"segal", "segal.errors", "segal.crashpoints", "segal.distributed", "segal.progress", "segal.tracking",
                 "segal.registry", "segal.metrics", "segal.threads", "segal.runlock", "segal.fileio",
-                "segal.device", "segal.checkpoint"}),
+                "segal.device", "segal.checkpoint", "segal.environment"}),
     ("definitions", {"segal.config", "segal.data", "segal.data.", "segal.models", "segal.models.",
                      "segal.oracle", "segal.pool", "segal.regions", "segal.regions."}),
     ("machinery", {"segal.engine", "segal.strategies", "segal.strategies.", "segal.interchange",

@@ -103,6 +103,6 @@ def test_the_committed_camvid_records_are_finished_runs_that_the_report_reads(tm
     for run in runs:  # nothing but records was committed
         assert sorted(p.relative_to(run) for p in run.rglob("*") if p.is_file()) == record_files(run)
     seed0 = json.loads((records / "random-seed0" / "cycles" / "6" / "metrics.json").read_text())
-    assert (seed0["labeled"], round(100 * seed0["miou"], 2)) == (145, 54.89)  # the value docs/results.md gives
+    assert (seed0["labeled"], round(100 * seed0["miou"], 2)) == (145, 54.59)  # the value docs/results.md gives
     s = json.loads((report(runs, tmp_path / "report") / "summary.json").read_text())
     assert "random" in s["strategies"]

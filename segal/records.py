@@ -97,3 +97,38 @@ def restore_records(records: Path, grid: Path) -> RecordsCopy:
         _copy_run(run_dir, target)
         done.copied.append(run_dir)
     return done
+
+
+def logged_fingerprints(run_dir: Path) -> set[str]:
+    """The numeric fingerprints a run's ``log.jsonl`` names (segal.environment): empty for a run from
+    before they were logged; more than one for a run resumed on another machine."""
+    found: set[str] = set()
+    try:
+        lines = (Path(run_dir) / "log.jsonl").read_bytes().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:  # a torn last line: the log is appended to, never rewritten
+            continue
+        if isinstance(event, dict) and event.get("event") == "environment" and event.get("numeric_fingerprint"):
+            found.add(str(event["numeric_fingerprint"]))
+    return found
+
+
+def foreign_seeds(runs: list[Path], seeds: list[int], fingerprint: str) -> dict[int, list[str]]:
+    """For each of ``seeds``, the runs among ``runs`` (``<strategy>-seed<N>`` folders) not computed
+    wholly in the environment ``fingerprint``: new runs of that seed here will train another cycle-0
+    network than theirs, so their pairs carry machine noise (docs/results.md)."""
+    foreign: dict[int, list[str]] = {}
+    for run in runs:
+        name = Path(run).name
+        seed_text = name.rsplit("-seed", 1)[-1] if "-seed" in name else ""
+        if not seed_text.isdigit() or int(seed_text) not in seeds:
+            continue
+        prints = logged_fingerprints(run)
+        if prints != {fingerprint}:
+            foreign.setdefault(int(seed_text), []).append(
+                f"{name} ({', '.join(sorted(prints)) if prints else 'environment not recorded'})")
+    return foreign

@@ -75,3 +75,36 @@ def test_a_pair_whose_cycle_0_differs_is_kept_and_named(tmp_path, entropy_start)
         assert len(notes) == 1 and "entropy seed 0" in notes[0] and "(43.00 vs 40.00)" in notes[0]
         assert f"- note: {notes[0]}" in md
         assert 'id="environment-notes"' in (tmp_path / "out" / "report.html").read_text()
+
+
+def _finished_run(root: Path, name: str, fingerprints: list[str], done: bool = True) -> Path:
+    run = root / name
+    (run / "cycles").mkdir(parents=True)
+    (run / "recipe.yaml").write_text("name: x\n")
+    (run / "state.json").write_text(json.dumps({"stage": "done" if done else "acquire"}))
+    lines = [json.dumps({"event": "start"})] + [json.dumps({"event": "environment", "numeric_fingerprint": f})
+                                                for f in fingerprints]
+    (run / "log.jsonl").write_text("\n".join(lines) + "\n{\"event\": \"env")  # a torn last line is skipped
+    return run
+
+
+def test_the_benchmark_warns_about_seeds_whose_runs_came_from_another_environment(tmp_path):
+    from rich.console import Console
+
+    from segal.records import foreign_seeds, logged_fingerprints
+    from tests.test_label_efficiency import load_tool
+
+    mine = numeric_fingerprint()
+    runs = [_finished_run(tmp_path, "random-seed0", []), _finished_run(tmp_path, "coreset-seed0", [mine]),
+            _finished_run(tmp_path, "random-seed1", [mine, "0123456789ab"]), _finished_run(tmp_path, "random-seed2", [mine])]
+    assert logged_fingerprints(runs[2]) == {mine, "0123456789ab"} and logged_fingerprints(runs[0]) == set()
+    assert foreign_seeds(runs, [0, 1, 2], mine) == {0: ["random-seed0 (environment not recorded)"],
+                                                    1: [f"random-seed1 (0123456789ab, {mine})"]}
+    tool = load_tool()
+    console = Console(record=True, width=400)
+    # entropy is still to compute for every seed: seeds 0 and 1 are warned, seed 2 (all here) is not
+    assert tool.warn_foreign_seeds(runs, [0, 1, 2], ["random", "entropy"], console) == [0, 1]
+    text = console.export_text()
+    assert "seed 0: random-seed0 (environment not recorded) came from another numeric environment" in text
+    assert "seed 1: random-seed1" in text and "seed 2" not in text
+    assert tool.warn_foreign_seeds(runs, [1], ["random"], Console(record=True)) == []  # nothing left to compute

@@ -176,6 +176,25 @@ def image_report_dirs(out: Path) -> list[Path]:
     return [d for d in find_runs([out]) if not any(d.resolve().is_relative_to(s) for s in skip)]
 
 
+def warn_foreign_seeds(runs: list[Path], seeds: list[int], strategies: list[str], console) -> list[int]:
+    """Warn, for each seed with runs still to compute here, about its runs from another numeric
+    environment (restored records, another machine's): the new runs will not share their cycle 0."""
+    from segal.environment import numeric_fingerprint
+    from segal.records import foreign_seeds, is_finished
+    from segal.sweep import run_name
+
+    finished = {r.name for r in runs if is_finished(r)}
+    pending = [s for s in seeds if any(run_name(spec, s) not in finished for spec in strategies)]
+    mine = numeric_fingerprint()
+    foreign = foreign_seeds(runs, pending, mine)
+    for seed, names in sorted(foreign.items()):
+        console.print(f"[yellow]warning:[/] seed {seed}: {', '.join(names)} came from another numeric environment "
+                      f"than this machine's ({mine}); the new runs of seed {seed} will train another cycle-0 network "
+                      "and pair with them only through the noise of the machine: run all of the seed's strategies "
+                      "on one machine (docs/results.md)")
+    return sorted(foreign)
+
+
 def holds_runs(out: Path) -> bool:
     """Whether ``out`` already holds a run: an empty or new --out folder has no donors, and is no error."""
     from segal.results import is_run_dir
@@ -333,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             run_regions(args, recipe, out, seeds, progress, console)
             return 0
         donors = image_report_dirs(out) if holds_runs(out) else []  # earlier invocations' runs: one cycle 0 a seed
+        warn_foreign_seeds(donors, seeds, args.strategies.split(","), console)
         sweep(recipe, args.strategies.split(","), seeds, out, overrides, progress, strategy_params=params,
               console=console, jobs=args.jobs, threads=args.threads, donors=donors)
         if args.ceiling:  # same recipe and schedule rule on the whole pool; then one report over everything

@@ -8,8 +8,10 @@ run logs an ``environment`` line to ``log.jsonl``: a run's records then say what
 runs whose ``numeric_fingerprint`` differ are known not to share their arithmetic.
 
 The fingerprint hashes the output and gradients of a small seeded convolution, batch norm and Adam
-step on the CPU: the operations the task network is made of, in the library versions and the SIMD
-path (``cpu_capability``) of this process.  It costs a few milliseconds.
+step on the CPU: the operations the task network is made of, in the library versions, the SIMD
+path (``cpu_capability``) and the thread count of this process (the kernels split their reductions
+by thread, so one machine gives one fingerprint per ``torch_threads``: compare runs at the same
+count).  It costs a few milliseconds once the kernels are loaded (about 2 s on the first call).
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def package_versions() -> dict[str, str | None]:
 
 
 def numeric_fingerprint() -> str:
-    """12 hex digits that change when this process's CPU arithmetic for a conv net's training step does."""
+    """12 hex digits that change when this process's CPU arithmetic for a conv net's training step does
+    (at its current ``torch.get_num_threads()``)."""
     with torch.random.fork_rng(devices=[]):  # the run's own random streams are left where they were
         torch.manual_seed(1417)
         net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),

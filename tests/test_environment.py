@@ -100,10 +100,11 @@ def test_the_benchmark_warns_about_seeds_whose_runs_came_from_another_environmen
     assert logged_fingerprints(runs[2]) == {mine, "0123456789ab"} and logged_fingerprints(runs[0]) == set()
     assert foreign_seeds(runs, [0, 1, 2], mine) == {0: ["random-seed0 (environment not recorded)"],
                                                     1: [f"random-seed1 (0123456789ab, {mine})"]}
+    ceiling = _finished_run(tmp_path / "ceiling", "random-seed2", [])  # another machine's, but no pair
     tool = load_tool()
     console = Console(record=True, width=400)
     # entropy is still to compute for every seed: seeds 0 and 1 are warned, seed 2 (all here) is not
-    assert tool.warn_foreign_seeds(runs, [0, 1, 2], ["random", "entropy"], console) == [0, 1]
+    assert tool.warn_foreign_seeds([*runs, ceiling], [0, 1, 2], ["random", "entropy"], console) == [0, 1]
     text = console.export_text()
     assert "seed 0: random-seed0 (environment not recorded) came from another numeric environment" in text
     assert "seed 1: random-seed1" in text and "seed 2" not in text

@@ -178,11 +178,13 @@ def image_report_dirs(out: Path) -> list[Path]:
 
 def warn_foreign_seeds(runs: list[Path], seeds: list[int], strategies: list[str], console) -> list[int]:
     """Warn, for each seed with runs still to compute here, about its runs from another numeric
-    environment (restored records, another machine's): the new runs will not share their cycle 0."""
+    environment (restored records, another machine's): the new runs will not share their cycle 0.
+    Called after ``configure_threads``, so that this process's fingerprint is at the runs' thread count."""
     from segal.environment import numeric_fingerprint
     from segal.records import foreign_seeds, is_finished
     from segal.sweep import run_name
 
+    runs = [r for r in runs if r.parent.name != "ceiling"]  # a ceiling is no pair: its machine changes no gain
     finished = {r.name for r in runs if is_finished(r)}
     pending = [s for s in seeds if any(run_name(spec, s) not in finished for spec in strategies)]
     mine = numeric_fingerprint()

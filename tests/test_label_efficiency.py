@@ -161,3 +161,31 @@ def test_an_empty_or_runless_out_folder_has_no_donors_and_is_no_error(tmp_path, 
     (tmp_path / "notes" / "README.txt").write_text("queue notes")  # a folder with files but no run
     assert tool.main(["--quick", "--strategies", "random", "--out", str(tmp_path / "notes")]) == 0
     assert seen["donors"] == []
+
+
+def test_ceiling_only_trains_the_seeds_ceilings_and_no_strategy_run(tmp_path, monkeypatch):
+    """A seed's ceiling without its grid (the grid's seed runs on another machine), then the report."""
+    import segal.report
+    import segal.sweep
+    from segal.config import CEILING_OVERRIDES
+
+    tool = load_tool()
+    calls, reported = [], []
+
+    def fake_sweep(recipe, strategies, seeds, out, overrides, *args, **kwargs):
+        calls.append((strategies, seeds, out, overrides))
+        (out / "random-seed2" / "cycles").mkdir(parents=True)
+        (out / "random-seed2" / "recipe.yaml").write_text("{}")
+
+    monkeypatch.setattr(segal.sweep, "sweep", fake_sweep)
+    monkeypatch.setattr(segal.report, "report", lambda dirs, out, **kw: reported.append((dirs, out)))
+    assert tool.main(["--ceiling-only", "--seeds", "2", "--out", str(tmp_path)]) == 0
+    assert [(s, seeds, out) for s, seeds, out, _ in calls] == [(["random"], [2], tmp_path / "ceiling")]
+    assert all(calls[0][3][key] == value for key, value in CEILING_OVERRIDES.items())
+    assert reported == [([tmp_path / "ceiling" / "random-seed2"], tmp_path / "report")]
+
+
+def test_ceiling_only_is_refused_for_the_region_benchmark_in_one_line(capsys):
+    tool = load_tool()
+    assert tool.main(["--unit", "region", "--ceiling-only"]) == 2
+    assert "drop --unit region" in capsys.readouterr().out

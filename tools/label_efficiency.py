@@ -295,12 +295,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vae-steps", type=int, help="fixed VAAL iterations per cycle instead of --vae-epochs")
     parser.add_argument("--ceiling", action="store_true",
                         help="also train each seed once on the whole pool (OUT/ceiling): the report's reference line")
+    parser.add_argument("--ceiling-only", action="store_true",
+                        help="train only the ceilings of --seeds (no strategy runs): a seed's ceiling is no pair, "
+                             "so it can be trained on any machine, and a 2×-steps check in its own --out")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side, the threads divided between them")
     parser.add_argument("--threads", type=int, help="threads in all (default: the usable cores, see segal.threads)")
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
     args = parser.parse_args(argv)
     fill_defaults(args)
+    args.ceiling = args.ceiling or args.ceiling_only
     if args.quick:
         args.seeds, args.cycles, args.steps = "0", 1, 3
         args.image_size = [32, 64] if args.benchmark == "camvid" else [32, 32]
@@ -315,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     region = args.unit == "region"
     if region and args.benchmark != "camvid":
         print("error: --unit region needs segmentation masks — fix: drop --unit region, or use --benchmark camvid")
+        return 2
+    if region and args.ceiling_only:
+        print("error: --ceiling-only trains the image-level ceiling, which the region benchmark reuses "
+              "— fix: drop --unit region")
         return 2
     if args.strategies is None:
         args.strategies = DEFAULT_REGION_STRATEGIES if region else BENCHMARKS[args.benchmark].strategies
@@ -338,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.warm_epochs is not None and not args.steps:
         schedule += (f" from scratch at cycle 0; later cycles warm-started for "
                      f"ceil({args.warm_epochs} × labeled / {args.batch_size}) steps")
-    shown = {**overrides, "schedule": schedule, "strategies": args.strategies, "seeds": args.seeds,
+    shown = {**overrides, "schedule": schedule, "strategies": "none (--ceiling-only)" if args.ceiling_only else args.strategies, "seeds": args.seeds,
              "vaal": params["vaal"], "ceiling": args.ceiling, "jobs": args.jobs, "out": args.out}
     if region:
         shown.update({"schedule": schedule + ", epochs counted over the labeled pixels in whole-image equivalents",
@@ -353,10 +361,11 @@ def main(argv: list[str] | None = None) -> int:
         if region:
             run_regions(args, recipe, out, seeds, progress, console)
             return 0
-        donors = image_report_dirs(out) if holds_runs(out) else []  # earlier invocations' runs: one cycle 0 a seed
-        warn_foreign_seeds(donors, seeds, args.strategies.split(","), console)
-        sweep(recipe, args.strategies.split(","), seeds, out, overrides, progress, strategy_params=params,
-              console=console, jobs=args.jobs, threads=args.threads, donors=donors)
+        if not args.ceiling_only:
+            donors = image_report_dirs(out) if holds_runs(out) else []  # earlier invocations' runs: one cycle 0 a seed
+            warn_foreign_seeds(donors, seeds, args.strategies.split(","), console)
+            sweep(recipe, args.strategies.split(","), seeds, out, overrides, progress, strategy_params=params,
+                  console=console, jobs=args.jobs, threads=args.threads, donors=donors)
         if args.ceiling:  # same recipe and schedule rule on the whole pool; then one report over everything
             from segal.config import CEILING_OVERRIDES
             from segal.report import report

@@ -12,9 +12,11 @@ VAAL ``--vae-epochs`` passes over labeled + unlabeled.  The defaults EPOCHS and 
 from the convergence check (tools/convergence.py, docs/results.md), VAE_EPOCHS from tools/vaal_budget.py;
 ``--warm-epochs 30`` warm-starts every later cycle, which brings the full grid's training to an estimated
 5.5 h on 2 cores (re-initialising: about 14 h); with VAAL's 60 VAE epochs and their cross-fitted AUROC
-the whole grid is ≈ 15 core-hours, ≈ 7.5 h on 2 cores (docs/results.md).  ``--ceiling`` also
-trains every seed on the whole pool (OUT/ceiling) and reports against it.  The grid is resumable: kill
-it and run the same command again (finished runs are skipped, a cycle resumes from its last epoch).
+a seed's five strategies take 1 h 40 min on 2 cores and the whole grid ≈ 5.5–5.8 h (docs/results.md).
+``--ceiling`` also trains every seed on the whole pool (OUT/ceiling) and reports against it;
+``--ceiling-only`` trains just that (a ceiling pairs with no run, so it may come from any machine).
+The grid is resumable: kill it and run the same command again (finished runs are skipped, a cycle
+resumes from its last epoch).
 The report (table, curves.png, report.html, summary.json) is written to OUT/report, with each strategy's
 CPU hours per run and the grid's total (segal.compute_time: CPU time, since on a shared machine the wall
 time measures the load; the total ÷ 2 is the grid's time on 2 idle cores at one thread a run).

@@ -348,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.warm_epochs is not None and not args.steps:
         schedule += (f" from scratch at cycle 0; later cycles warm-started for "
                      f"ceil({args.warm_epochs} × labeled / {args.batch_size}) steps")
-    shown = {**overrides, "schedule": schedule, "strategies": "none (--ceiling-only)" if args.ceiling_only else args.strategies, "seeds": args.seeds,
+    strategies = "none (--ceiling-only)" if args.ceiling_only else args.strategies
+    shown = {**overrides, "schedule": schedule, "strategies": strategies, "seeds": args.seeds,
              "vaal": params["vaal"], "ceiling": args.ceiling, "jobs": args.jobs, "out": args.out}
     if region:
         shown.update({"schedule": schedule + ", epochs counted over the labeled pixels in whole-image equivalents",

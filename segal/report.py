@@ -424,13 +424,29 @@ def _group_tables(summary: dict[str, Any]) -> str:
             continue
         groups = sorted({g for d in rows_in for g in d["group_share"]})
         rows = [[str(d["cycle"]), budget(summary, d["fraction"])] + [_pct(d["group_share"].get(g, 0.0), 1) for g in groups]
-                for d in rows_in]
-        parts.append(f"<h3>{html.escape(label)}</h3>" + _html_table(["cycle", "labeled when acquiring", *groups], rows))
+                + [_pct(d.get("adjacent_share"), 1)] for d in rows_in]
+        parts.append(f"<h3>{html.escape(label)}</h3>"
+                     + _html_table(["cycle", "labeled when acquiring", *groups, "adjacent picks"], rows))
     if not parts:
         return ""
     return ("<h2>Acquired images by sequence (% of each acquisition)</h2>"
             "<p class=\"note\">mean over seeds; a sequence's frames are near-duplicates, so a strategy that keeps "
-            "drawing from one sequence gains little per label.</p>" + "".join(parts))
+            f"drawing from one sequence gains little per label. {ADJACENT_NOTE}</p>" + "".join(parts))
+
+
+ADJACENT_NOTE = ("Adjacent picks: the share of an acquisition whose neighbour in the pool's order within its sequence "
+                 "(the frame just before or after it) was acquired in the same batch, labels spent twice on one scene.")
+
+
+def adjacent_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """Adjacent picks per strategy (image runs of pools with sequences): the mean over every acquisition
+    of every seed, and each seed's own mean."""
+    found = {label: s["adjacent_share"] for label, s in summary["strategies"].items() if s.get("adjacent_share")}
+    if not found:
+        return None
+    rows = [[label, _pct(a["mean"], 1), str(a["acquisitions"]),
+             ", ".join(f"{seed}: {_pct(v, 1)}" for seed, v in a["seeds"].items())] for label, a in found.items()]
+    return ["strategy", "adjacent picks (%)", "acquisitions", "per seed (%)"], rows
 
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -513,6 +529,9 @@ def _print(summary: dict[str, Any], console) -> None:
     at_ceiling = ceiling_savings_rows(summary)
     if at_ceiling:
         tables.append((at_ceiling, "reaching the ceiling"))
+    adjacent = adjacent_rows(summary)
+    if adjacent:
+        tables.append((adjacent, "adjacent picks (a pick's neighbouring frame acquired with it)"))
     for (header, rows), title in tables:
         table = Table(title=title)
         for h in header:
@@ -577,6 +596,9 @@ def report(run_dirs: list[Path], out: Path | None = None, console=None, target: 
     at_ceiling = ceiling_savings_rows(summary)
     if at_ceiling:
         md += "\nReaching the ceiling\n\n" + _markdown(*at_ceiling) + "\n"
+    adjacent = adjacent_rows(summary)
+    if adjacent:
+        md += "\nAdjacent picks\n\n" + _markdown(*adjacent) + f"\n{ADJACENT_NOTE}\n"
     compute = compute_rows(summary)
     if compute:
         md += "\nCPU hours per run (mean over the runs)\n\n" + _markdown(*compute) + f"\n{compute_line(summary)}\n"

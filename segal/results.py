@@ -52,6 +52,12 @@ Statistics (every number is also in ``summary.json``, metrics as fractions in [0
   segal.environment) is named in ``summary["environment_notes"]``: its gains include that noise.
 - acquisitions by group: per cycle, the share of the acquired images in each recording sequence or
   group (CamVid sequence, Cityscapes city), the mean over seeds.
+- adjacent picks (image runs of pools with groups): per cycle, the share of the acquired images whose
+  neighbour in the pool's order within their group (the image just before or after it: for CamVid's
+  name-sorted frames, the frame 1 s earlier or later) was acquired in the same batch, the mean over
+  seeds; per strategy, the mean over every acquisition of every seed, and each seed's mean.  Such
+  picks are near-duplicates, so a high share is labels spent twice on one scene; a top-b rule over a
+  smooth score (VAAL, entropy) picks runs of frames, random about 2b/unlabeled.
 - per-class scores: mean ± sample std over the seeds that scored the class (absent classes skipped).
 - discriminator AUROC (VAAL) per cycle: mean ± sample std over seeds, and a 95% Student t-interval
   over them (clipped to [0, 1]) with two or more seeds; each seed's own interval is kept too.
@@ -446,6 +452,7 @@ def summarize(runs: list[RunData], target: float = 0.95, axis: str | None = None
             "oracle": members[0].oracle,
             "runs": [str(r.dir) for r in members], "seeds": sorted({r.seed for r in members if r.seed is not None}),
             "curve": curve, "per_class": per_class, "diagnostics": _diagnostics(members, axis, exact),
+            "adjacent_share": _adjacent_summary(members),
         }
 
     common = sorted(set.intersection(*({p["fraction"] for p in s["curve"]} for s in strategies.values())))
@@ -702,6 +709,7 @@ def _diagnostics(members: list[RunData], axis: str = "fraction", exact: bool = T
         seconds = [q["seconds"] for _, q in qs if q.get("seconds") is not None]
         shares = [s for s in (_group_share(r, q) for r, q in qs) if s]
         groups = sorted({g for s in shares for g in s})
+        adjacent = [a for a in (_adjacent_share(r, q) for r, q in qs) if a is not None]
         intervals = [q.get("diagnostics", {}).get("auroc_ci") for _, q in qs]
         out.append({
             "cycle": c, "fraction": (_key(float(np.mean(fractions))) if exact else float(np.mean(fractions))) if fractions
@@ -711,10 +719,20 @@ def _diagnostics(members: list[RunData], axis: str = "fraction", exact: bool = T
             "auroc_seeds_ci": _clipped(mean_ci(seeded)["ci"]) if len(seeded) > 1 else None,  # t over seeds
             "auroc_ci": [[float(v) for v in ci] for ci in intervals if ci] or None,  # one per seed
             "group_share": {g: float(np.mean([s.get(g, 0.0) for s in shares])) for g in groups} if shares else None,
+            "adjacent_share": float(np.mean(adjacent)) if adjacent else None,
             "class_histogram": {n: float(np.mean([h.get(n, 0.0) for h in hists])) for n in names} if hists else None,
             "seconds": float(np.mean(seconds)) if seconds else None,
         })
     return out
+
+
+def _adjacent_summary(members: list[RunData]) -> dict[str, Any] | None:
+    """Adjacent picks over a strategy's runs: the mean over all their acquisitions, and each seed's mean."""
+    per_run = {r.seed: [a for a in (_adjacent_share(r, q) for q in r.queries.values()) if a is not None]
+               for r in members}
+    per_seed = {seed: float(np.mean(v)) for seed, v in sorted(per_run.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)) if v}
+    every = [a for v in per_run.values() for a in v]
+    return {"mean": float(np.mean(every)), "acquisitions": len(every), "seeds": per_seed} if every else None
 
 
 def _clipped(interval: list[float]) -> list[float]:
@@ -725,15 +743,32 @@ def _clipped(interval: list[float]) -> list[float]:
 def _group_share(run: RunData, queries: dict[str, Any]) -> dict[str, float] | None:
     """Share of one acquisition per sequence or group: queries.json's ``groups``, or for runs written
     before they were recorded, the group read from the ids by the adapter's own rule."""
+    groups = _groups_of(run, queries)
+    if not groups:
+        return None
+    names, counts = np.unique(groups, return_counts=True)
+    return {str(n): float(k) / len(groups) for n, k in zip(names, counts, strict=True)}
+
+
+def _groups_of(run: RunData, queries: dict[str, Any]) -> list[str] | None:
+    """The group of each acquired image: queries.json's ``groups``, or the adapter's rule on the ids."""
     groups = queries.get("groups")
     if groups is None:
         rule = _id_group_rule(str(get_dotted(run.recipe, "data.dataset")))
         ids = queries.get("ids")
         groups = [rule(str(i)) for i in ids] if rule is not None and ids else None
-    if not groups:
+    return [str(g) for g in groups] if groups else None
+
+
+def _adjacent_share(run: RunData, queries: dict[str, Any]) -> float | None:
+    """Share of one image acquisition whose pool neighbour (index ± 1) in the same group was acquired with
+    it; ``None`` for region runs and for pools without groups (where the pool's order means nothing)."""
+    indices, groups = queries.get("indices"), _groups_of(run, queries)
+    if run.unit != "image" or not indices or not groups or len(indices) != len(groups):
         return None
-    names, counts = np.unique([str(g) for g in groups], return_counts=True)
-    return {str(n): float(k) / len(groups) for n, k in zip(names, counts, strict=True)}
+    picked = {(g, int(i)) for i, g in zip(indices, groups, strict=True)}
+    return float(np.mean([(g, int(i) - 1) in picked or (g, int(i) + 1) in picked
+                          for i, g in zip(indices, groups, strict=True)]))
 
 
 def _id_group_rule(dataset: str):

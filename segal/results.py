@@ -3,7 +3,9 @@
 Runs are grouped by strategy (``vaal`` and ``vaal (paper)`` stay apart when
 ``active.strategy_params.mode`` differs from the strategy's default mode; when any run is region-level
 every label also names its unit and a dominant oracle: ``random (images)``, ``entropy (regions)``,
-``random (regions, dominant)``).
+``random (regions, dominant)``).  Runs of one such label whose other strategy parameters differ (a
+sweep over VAAL's ``diversity_factor``, say) are told apart by the parameters that differ among them, a
+missing one read as the strategy's default: ``vaal (diversity_factor=0)`` and ``vaal (diversity_factor=4)``.
 
 Axes (``segal report --x``): ``fraction`` (labeled images, a share of the pool; a region run's images
 touched), ``pixels`` (``cost.pixel_share``: labeled pixels, a share of the pool's pixels) or ``clicks``
@@ -83,6 +85,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,15 +184,40 @@ class RunData:
 
 
 @functools.cache
-def _default_mode(strategy: str) -> Any:
-    """Default of the strategy's ``Params.mode`` (so ``vaal`` and ``vaal:fixed`` are one group)."""
+def _param_defaults(strategy: str) -> dict[str, Any]:
+    """The defaults of the strategy's ``Params`` ({} for an unknown or since-removed strategy)."""
     try:
         from segal.strategies import STRATEGIES
 
-        params = STRATEGIES.get(strategy).Params
-        return next((f.default for f in dataclasses.fields(params) if f.name == "mode"), None)
-    except Exception:  # an unknown or since-removed strategy: keep whatever mode the recipe names
-        return None
+        fields = dataclasses.fields(STRATEGIES.get(strategy).Params)
+    except Exception:
+        return {}
+    return {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+
+
+def _default_mode(strategy: str) -> Any:
+    """Default of the strategy's ``Params.mode`` (so ``vaal`` and ``vaal:fixed`` are one group)."""
+    return _param_defaults(strategy).get("mode")  # an unknown strategy: keep whatever mode the recipe names
+
+
+def run_labels(runs: list[RunData], units: bool = False) -> list[str]:
+    """Each run's label in the report: :meth:`RunData.name`, and where runs of one name differ in other
+    strategy parameters, those parameters (``vaal (diversity_factor=4)``; module docstring)."""
+    names = [r.name(units) for r in runs]
+    params = []
+    for r in runs:
+        given = get_dotted(r.recipe, "active.strategy_params")
+        params.append({**_param_defaults(r.strategy), **(given if isinstance(given, dict) else {})})
+    labels = list(names)
+    for name in set(names):
+        members = [k for k, n in enumerate(names) if n == name]
+        keys = sorted({key for k in members for key in params[k]} - {"mode"})
+        varying = [key for key in keys
+                   if len({json.dumps(params[k].get(key), sort_keys=True, default=str) for k in members}) > 1]
+        for k in members if varying else []:
+            extra = ", ".join(f"{key}={params[k].get(key)}" for key in varying)
+            labels[k] = f"{name[:-1]}, {extra})" if name.endswith(")") else f"{name} ({extra})"
+    return labels
 
 
 # ---------------------------------------------------------------------------- loading
@@ -410,8 +438,8 @@ def summarize(runs: list[RunData], target: float = 0.95, axis: str | None = None
     else:
         ceiling_runs = []
     groups: dict[str, list[RunData]] = {}
-    for r in runs:
-        groups.setdefault(r.name(units), []).append(r)
+    for r, label in zip(runs, run_labels(runs, units), strict=True):
+        groups.setdefault(label, []).append(r)
     baseline = _baseline(groups)
     order = sorted(groups, key=lambda label: (label != baseline, label))
     groups = {label: groups[label] for label in order}

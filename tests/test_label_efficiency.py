@@ -25,7 +25,7 @@ def load_tool():
 def args(tool, **changes) -> argparse.Namespace:
     base = dict(data_root="/data/camvid", image_size=[96, 128], steps=None, epochs=tool.EPOCHS,
                 min_steps=tool.MIN_STEPS, batch_size=8, cycles=6, device="cpu", vae_size=32, z_dim=32, vae_width=32,
-                vae_epochs=tool.VAE_EPOCHS, vae_steps=None, warm_epochs=None, vae_batch=32)
+                vae_epochs=tool.VAE_EPOCHS, vae_steps=None, warm_epochs=None, vae_batch=32, vaal_diversity=0)
     return argparse.Namespace(**(base | changes))
 
 
@@ -189,3 +189,29 @@ def test_ceiling_only_is_refused_for_the_region_benchmark_in_one_line(capsys):
     tool = load_tool()
     assert tool.main(["--unit", "region", "--ceiling-only"]) == 2
     assert "drop --unit region" in capsys.readouterr().out
+
+
+def test_vaal_diversity_runs_go_to_their_own_folder_and_take_cycle_0_from_out(tmp_path, monkeypatch):
+    """The VAAL variant with a diversity step: same names as plain VAAL's runs, so a folder of its own, and the
+    seed's cycle 0 from the runs already in OUT."""
+    import segal.sweep
+
+    tool = load_tool()
+    (tmp_path / "vaal-seed0" / "cycles").mkdir(parents=True)
+    (tmp_path / "vaal-seed0" / "recipe.yaml").write_text("{}")
+    seen = {}
+    monkeypatch.setattr(segal.sweep, "sweep", lambda recipe, strategies, seeds, out, *a, **kw:
+                        seen.update(kw, out=out, strategies=strategies))
+    assert tool.main(["--quick", "--strategies", "vaal", "--vaal-diversity", "4", "--out", str(tmp_path)]) == 0
+    assert seen["out"] == tmp_path / "vaal-diversity-4" and seen["strategies"] == ["vaal"]
+    assert seen["strategy_params"]["vaal"]["diversity_factor"] == 4
+    assert seen["donors"] == [tmp_path / "vaal-seed0"]
+    assert "diversity_factor" not in tool.settings(args(tool))[1]["vaal"]  # off: the paper's top-b
+
+
+def test_vaal_diversity_is_refused_off_vaal_or_below_2_in_one_line(capsys):
+    tool = load_tool()
+    for argv in (["--strategies", "random,vaal", "--vaal-diversity", "4"], ["--strategies", "vaal", "--vaal-diversity", "1"],
+                 ["--unit", "region", "--strategies", "vaal", "--vaal-diversity", "4"]):
+        assert tool.main(argv) == 2
+        assert "fix: give --strategies vaal" in capsys.readouterr().out

@@ -526,3 +526,24 @@ def test_the_report_states_each_strategys_cpu_hours_per_run(tmp_path, hand_runs)
     md = (out / "table.md").read_text()
     assert "CPU hours per run" in md and "| entropy | 2 | 0.04 | 0.00 | 0.00 | 0.05 | 0.00 |" in md
     assert 'id="compute"' in (out / "report.html").read_text()
+
+
+def test_runs_differing_in_a_strategy_parameter_get_their_own_label(tmp_path):
+    """vaal runs with and without VAAL's diversity step are two curves, not one curve of four seeds; a parameter
+    every vaal run shares (or that only equals the default) names nothing."""
+    runs = []
+    for seed in (0, 1):
+        runs.append(make_run(tmp_path, f"random-seed{seed}", "random", seed, [0.30, 0.40], fractions=[0.1, 0.2]))
+        for name, params in (("vaal", {"width": 32}), ("vaal-div", {"width": 32, "diversity_factor": 4}),
+                             ("vaal-paper", {"width": 32, "mode": "paper"})):
+            run = make_run(tmp_path, f"{name}-seed{seed}", "vaal", seed, [0.30, 0.40 + 0.01 * len(params)],
+                           fractions=[0.1, 0.2])
+            recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+            recipe["active"]["strategy_params"] = params
+            (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+            runs.append(run)
+    strategies = summary_of(report(runs, tmp_path / "out"))["strategies"]
+    assert sorted(strategies) == ["random", "vaal (diversity_factor=0)", "vaal (diversity_factor=4)", "vaal (paper)"]
+    assert strategies["vaal (diversity_factor=4)"]["seeds"] == [0, 1]
+    assert strategies["vaal (diversity_factor=4)"]["final"]["mean"] == pytest.approx(0.42)
+    assert strategies["vaal (diversity_factor=0)"]["final"]["mean"] == pytest.approx(0.41)

@@ -15,6 +15,10 @@ from the convergence check (tools/convergence.py, docs/results.md), VAE_EPOCHS f
 a seed's five strategies take 1 h 40 min on 2 cores and the whole grid ≈ 5.5–5.8 h (docs/results.md).
 ``--ceiling`` also trains every seed on the whole pool (OUT/ceiling) and reports against it;
 ``--ceiling-only`` trains just that (a ceiling pairs with no run, so it may come from any machine).
+``--vaal-diversity K`` runs a VAAL variant that takes its K·b least labeled-looking images and keeps b of
+them by k-center greedy on the VAE means: on CamVid, plain VAAL's top-b picks runs of neighbouring frames
+(the report's "adjacent picks"), which this spreads out.  Its runs go to OUT/vaal-diversity-K with cycle 0
+copied from OUT's runs, and OUT's report names them ``vaal (diversity_factor=K)``.
 The grid is resumable: kill it and run the same command again (finished runs are skipped, a cycle
 resumes from its last epoch).
 The report (table, curves.png, report.html, summary.json) is written to OUT/report, with each strategy's
@@ -151,7 +155,14 @@ def settings(args: argparse.Namespace) -> tuple[dict, dict]:
     }
     vaal = {"image_size": args.vae_size, "z_dim": args.z_dim, "width": args.vae_width, "batch_size": args.vae_batch,
             "epochs": args.vae_epochs, "steps": args.vae_steps}
+    if args.vaal_diversity:
+        vaal["diversity_factor"] = args.vaal_diversity
     return overrides, {"vaal": vaal}
+
+
+def diversity_folder(k: int) -> str:
+    """Where ``--vaal-diversity K`` runs go inside OUT: their names are the plain VAAL runs' (vaal-seedS)."""
+    return f"vaal-diversity-{k}"
 
 
 DEFAULT_REGION_STRATEGIES = "random,entropy,class_balanced,vaal"
@@ -295,6 +306,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                          f"{VAE_EPOCHS:g} camvid, {BENCHMARKS['cifar10'].vae_epochs:g})")
     parser.add_argument("--vae-batch", type=int, help="VAAL batch (default 32 camvid, 64 cifar10)")
     parser.add_argument("--vae-steps", type=int, help="fixed VAAL iterations per cycle instead of --vae-epochs")
+    parser.add_argument("--vaal-diversity", type=int, default=0, metavar="K",
+                        help="VAAL variant: take its K·b least labeled-looking images and pick b of them by k-center "
+                             "greedy on the VAE means (0: off, the paper); the runs go to OUT/vaal-diversity-K, copy "
+                             "cycle 0 from OUT's runs, and OUT's report names them vaal (diversity_factor=K)")
     parser.add_argument("--ceiling", action="store_true",
                         help="also train each seed once on the whole pool (OUT/ceiling): the report's reference line")
     parser.add_argument("--ceiling-only", action="store_true",
@@ -328,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.strategies is None:
         args.strategies = DEFAULT_REGION_STRATEGIES if region else BENCHMARKS[args.benchmark].strategies
+    if args.vaal_diversity and (region or args.vaal_diversity < 2 or args.ceiling_only
+                                or any(not s.startswith("vaal") for s in args.strategies.split(","))):
+        print("error: --vaal-diversity K is an image-level VAAL variant with K ≥ 2 "
+              "— fix: give --strategies vaal (or vaal:paper) and K ≥ 2, without --unit region or --ceiling-only")
+        return 2
 
     from segal.threads import prefer_passive_wait
 
@@ -366,8 +386,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if not args.ceiling_only:
             donors = image_report_dirs(out) if holds_runs(out) else []  # earlier invocations' runs: one cycle 0 a seed
+            where = out / diversity_folder(args.vaal_diversity) if args.vaal_diversity else out
             warn_foreign_seeds(donors, seeds, args.strategies.split(","), console)
-            sweep(recipe, args.strategies.split(","), seeds, out, overrides, progress, strategy_params=params,
+            sweep(recipe, args.strategies.split(","), seeds, where, overrides, progress, strategy_params=params,
                   console=console, jobs=args.jobs, threads=args.threads, donors=donors)
         if args.ceiling:  # same recipe and schedule rule on the whole pool; then one report over everything
             from segal.config import CEILING_OVERRIDES

@@ -106,3 +106,20 @@ def test_the_committed_camvid_records_are_finished_runs_that_the_report_reads(tm
     assert (seed0["labeled"], round(100 * seed0["miou"], 2)) == (145, 54.59)  # the value docs/results.md gives
     s = json.loads((report(runs, tmp_path / "report") / "summary.json").read_text())
     assert "random" in s["strategies"]
+
+
+def test_the_committed_camvid_region_records_are_finished_region_runs_paired_with_their_image_runs(tmp_path):
+    """docs/records/camvid-regions backs results.md's region table: finished region runs whose cycle 0 is the
+    image runs' of their seed, so the report pairs them (no environment note) on the pixel axis."""
+    from segal.records import is_finished
+    from segal.results import find_runs
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "records"
+    regions = find_runs([docs / "camvid-regions"])
+    assert regions and all(is_finished(r) for r in regions)
+    image = [docs / "camvid" / "random-seed2"]
+    s = json.loads((report(regions + image, tmp_path / "report") / "summary.json").read_text())
+    assert s["axis"] == "pixels" and "random (images)" in s["strategies"] and "entropy (regions)" in s["strategies"]
+    assert not s.get("environment_notes")
+    final = s["strategies"]["class_balanced (regions)"]["final"]
+    assert round(100 * final["mean"], 2) == 53.07  # the value docs/results.md gives

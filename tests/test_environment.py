@@ -109,3 +109,6 @@ def test_the_benchmark_warns_about_seeds_whose_runs_came_from_another_environmen
     assert "seed 0: random-seed0 (environment not recorded) came from another numeric environment" in text
     assert "seed 1: random-seed1" in text and "seed 2" not in text
     assert tool.warn_foreign_seeds(runs, [1], ["random"], Console(record=True)) == []  # nothing left to compute
+    # a --vaal-diversity folder reuses the names: OUT's finished random-seed1 leaves its own random-seed1 to compute
+    assert tool.warn_foreign_seeds(runs, [1], ["random"], Console(record=True), where=tmp_path / "vaal-diversity-4") == [1]
+    assert tool.warn_foreign_seeds(runs, [1], ["random"], Console(record=True), where=tmp_path) == []

@@ -189,16 +189,18 @@ def image_report_dirs(out: Path) -> list[Path]:
     return [d for d in find_runs([out]) if not any(d.resolve().is_relative_to(s) for s in skip)]
 
 
-def warn_foreign_seeds(runs: list[Path], seeds: list[int], strategies: list[str], console) -> list[int]:
+def warn_foreign_seeds(runs: list[Path], seeds: list[int], strategies: list[str], console,
+                       where: Path | None = None) -> list[int]:
     """Warn, for each seed with runs still to compute here, about its runs from another numeric
     environment (restored records, another machine's): the new runs will not share their cycle 0.
+    ``where``: the folder the new runs go to (``--vaal-diversity``'s names repeat OUT's), default any.
     Called after ``configure_threads``, so that this process's fingerprint is at the runs' thread count."""
     from segal.environment import numeric_fingerprint
     from segal.records import foreign_seeds, is_finished
     from segal.sweep import run_name
 
     runs = [r for r in runs if r.parent.name != "ceiling"]  # a ceiling is no pair: its machine changes no gain
-    finished = {r.name for r in runs if is_finished(r)}
+    finished = {r.name for r in runs if is_finished(r) and (where is None or r.parent.resolve() == where.resolve())}
     pending = [s for s in seeds if any(run_name(spec, s) not in finished for spec in strategies)]
     mine = numeric_fingerprint()
     foreign = foreign_seeds(runs, pending, mine)
@@ -387,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.ceiling_only:
             donors = image_report_dirs(out) if holds_runs(out) else []  # earlier invocations' runs: one cycle 0 a seed
             where = out / diversity_folder(args.vaal_diversity) if args.vaal_diversity else out
-            warn_foreign_seeds(donors, seeds, args.strategies.split(","), console)
+            warn_foreign_seeds(donors, seeds, args.strategies.split(","), console, where)
             sweep(recipe, args.strategies.split(","), seeds, where, overrides, progress, strategy_params=params,
                   console=console, jobs=args.jobs, threads=args.threads, donors=donors)
         if args.ceiling:  # same recipe and schedule rule on the whole pool; then one report over everything

@@ -93,6 +93,10 @@ def label_studio(tmp_path: Path) -> Iterator[Client]:
         "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
         "LATEST_VERSION_CHECK": "false",
         "COLLECT_ANALYTICS": "false",
+        # No error reporting to Sentry: nothing leaves the machine, and Label Studio 1.23's call into
+        # sentry-sdk 3 (which dropped its ``send_default_pii`` option) is never made.
+        "SENTRY_DSN": "",
+        "FRONTEND_SENTRY_DSN": "",
     }
     env.pop("HOST", None)
     cmd = [exe, "start", "--no-browser", "--internal-host", "127.0.0.1", "--host", base, "--port", str(port),

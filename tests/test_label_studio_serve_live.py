@@ -188,6 +188,7 @@ def started(tmp_path: Path) -> Iterator[dict]:
     env = {**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir), "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(tmp_path), "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
            "LATEST_VERSION_CHECK": "false", "COLLECT_ANALYTICS": "false",
+           "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "",  # no telemetry; see test_label_studio_live.py
            "ML_BLOCK_LOCAL_IP": "false", "SSRF_PROTECTION_ENABLED": "false"}  # segal serve is on loopback too
     env.pop("HOST", None)
     ls_log, serve_log = tmp_path / "label-studio.log", tmp_path / "segal-serve.log"

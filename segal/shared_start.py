@@ -30,13 +30,14 @@ from segal.pool import PoolState
 from segal.runs import Run
 
 # Keys that act only from cycle 0's acquisition on: what to acquire (image or region, its cost, how much,
-# how often, the regions themselves), and where.  A precise-oracle region run of a seed therefore starts
+# how often, the regions themselves), where, and how long a warm-started later cycle trains (segal.engine.
+# cycle_schedule: ``train.warm_epochs`` acts from cycle 1 on).  A precise-oracle region run of a seed therefore starts
 # from the image runs' cycle-0 network: same initial images, same full masks (every region of them, at its
 # true pixels), same steps (epochs over labeled pixels in whole-image equivalents are the image count at
 # cycle 0), and the comparison is paired from the start.  A *dominant*-oracle run is not: its initial
 # images train on their regions' majority classes, so its unit and its regions stay in the comparison.
 NOT_IN_CYCLE_0 = ("active.strategy", "active.strategy_params", "output_dir", "active.unit", "active.cost",
-                  "active.budget", "active.cycles", "active.final", "regions")
+                  "active.budget", "active.cycles", "active.final", "regions", "train.warm_epochs")
 
 
 def _dominant(recipe: dict[str, Any]) -> bool:

@@ -82,8 +82,9 @@ def test_a_region_run_trains_epochs_over_its_labeled_pixels_in_whole_images_with
 
 
 def region_args(tool, **changes) -> argparse.Namespace:
-    return args(tool, pixel_budget=0.05, region_cycles=4, segments=400, region_resolution=[180, 240],
-                region_vae_steps=tool.REGION_VAE_STEPS, max_unlabeled=20000, **changes)
+    return args(tool, **({"pixel_budget": 0.05, "region_cycles": 4, "segments": 400, "region_resolution": [180, 240],
+                          "region_vae_steps": tool.REGION_VAE_STEPS, "max_unlabeled": 20000,
+                          "region_warm_epochs": None} | changes))
 
 
 def test_region_runs_share_the_image_settings_and_add_4_cycles_of_5_percent_of_the_pixels():
@@ -102,7 +103,8 @@ def test_region_runs_share_the_image_settings_and_add_4_cycles_of_5_percent_of_t
 
 def test_the_image_report_leaves_the_region_folders_out(tmp_path):
     tool = load_tool()
-    for name in ("random-seed0", "ceiling/random-seed0", "regions/random-seed0", "regions-dominant/vaal-seed0"):
+    for name in ("random-seed0", "ceiling/random-seed0", "regions/random-seed0", "regions-dominant/vaal-seed0",
+                 "regions-warm60/random-seed0", "regions-dominant-warm60/class_balanced-seed0"):
         (tmp_path / name / "cycles").mkdir(parents=True)
         (tmp_path / name / "recipe.yaml").write_text("{}")
     (tmp_path / "report").mkdir()
@@ -215,3 +217,39 @@ def test_vaal_diversity_is_refused_off_vaal_or_below_2_in_one_line(capsys):
                  ["--unit", "region", "--strategies", "vaal", "--vaal-diversity", "4"]):
         assert tool.main(argv) == 2
         assert "fix: give --strategies vaal" in capsys.readouterr().out
+
+
+def test_region_warm_epochs_train_the_region_runs_longer_in_their_own_folders_from_the_same_cycle_0(tmp_path, monkeypatch):
+    """The region runs' 2×-steps check: only ``train.warm_epochs`` changes (cycle 0 stays shared), and the runs,
+    whose names repeat the plain region runs', go to OUT/regions-warmN and OUT/regions-dominant-warmN."""
+    import segal.report
+    import segal.results
+    import segal.sweep
+
+    tool = load_tool()
+    plain = load_recipe(RECIPE, tool.region_settings(region_args(tool, warm_epochs=30))[0])
+    longer = load_recipe(RECIPE, tool.region_settings(region_args(tool, warm_epochs=30, region_warm_epochs=60))[0])
+    assert (plain.train.warm_epochs, longer.train.warm_epochs) == (30, 60)
+    assert {**vars(longer.train), "warm_epochs": 30} == vars(plain.train)
+    assert tool.region_folders(region_args(tool, warm_epochs=30, region_warm_epochs=60)) == \
+        ("regions-warm60", "regions-dominant-warm60")
+    assert tool.region_folders(region_args(tool, warm_epochs=30, region_warm_epochs=30)) == ("regions", "regions-dominant")
+    calls = []
+    monkeypatch.setattr(segal.sweep, "sweep", lambda recipe, strategies, seeds, out, overrides, *a, **kw:
+                        calls.append((out, strategies, overrides.get("train.warm_epochs"), kw.get("donors"))))
+    monkeypatch.setattr(segal.report, "report", lambda *a, **kw: None)
+    monkeypatch.setattr(segal.results, "find_runs", lambda dirs: [])  # no run was made
+    argv = ["--quick", "--unit", "region", "--warm-epochs", "30", "--region-warm-epochs", "60",
+            "--baselines", "random", "--strategies", "random", "--out", str(tmp_path)]
+    assert tool.main(argv) == 0
+    assert [c[:3] for c in calls] == [(tmp_path, ["random"], 30), (tmp_path / "regions-warm60", ["random"], 60),
+                                      (tmp_path / "regions-dominant-warm60", ["class_balanced"], 60)]
+    assert calls[1][3] == calls[2][3] == [tmp_path / "random-seed0"]  # cycle 0 from the image baseline
+
+
+def test_region_warm_epochs_are_refused_off_the_warm_started_region_benchmark_in_one_line(capsys):
+    tool = load_tool()
+    for argv in (["--region-warm-epochs", "60", "--warm-epochs", "30"], ["--unit", "region", "--region-warm-epochs", "60"],
+                 ["--unit", "region", "--warm-epochs", "30", "--region-warm-epochs", "0"]):
+        assert tool.main(argv) == 2
+        assert "fix: give it with --unit region and --warm-epochs" in capsys.readouterr().out

@@ -114,3 +114,25 @@ def test_a_sweep_takes_donors_from_outside_itself(tmp_path):
     (run,) = sweep(recipe, ["entropy"], [0], tmp_path / "second", {}, Progress(), write_report=False, donors=[donor])
     assert str(donor) in (run / "log.jsonl").read_text()
     assert (run / "cycles/0/task.pt").read_bytes() == (donor / "cycles/0/task.pt").read_bytes()
+
+
+def test_warm_epochs_act_after_cycle_0_so_a_run_that_only_trains_its_later_cycles_longer_shares_it(tmp_path):
+    """``train.warm_epochs`` sets the steps of cycles 1+ (segal.engine.cycle_schedule): a run that differs
+    only there (the region benchmark's 2×-steps check) copies cycle 0, and its cycle 1 trains the longer
+    schedule while the donor's trains its own."""
+    recipe = _recipe(tmp_path, steps=None, epochs=1, reinit=False, warm_epochs=2, min_steps=0)
+    (donor,) = sweep(recipe, ["random"], [0], tmp_path / "short", {}, Progress(), write_report=False)
+    (longer,) = sweep(recipe, ["random"], [0], tmp_path / "long", {"train.warm_epochs": 6}, Progress(),
+                      write_report=False, donors=[donor])
+    assert str(donor) in (longer / "log.jsonl").read_text()
+    assert (longer / "cycles/0/task.pt").read_bytes() == (donor / "cycles/0/task.pt").read_bytes()
+    steps = [json.loads((run / "cycles/1/train.json").read_text())["steps"] for run in (donor, longer)]
+    assert steps[1] == 3 * steps[0] > 0
+    lr = load_recipe(recipe, {"output_dir": str(tmp_path / "lr"), "train.lr": 0.5})  # a cycle-0 key still refuses
+    with start_run(lr, str(recipe)) as run:
+        state = json.loads((donor / "state.json").read_text())
+        from segal.pool import PoolState
+
+        initial = PoolState(size=state["size"], budgets=state["budgets"], seed=0, pool_fingerprint="",
+                            labeled={0: list(state["labeled"]["0"])})
+        assert share_initial_network(run, initial, [donor]) is None

@@ -52,6 +52,11 @@ equivalents (labeled pixels ÷ pixels per image, rounded up; segal.region_loop),
 steps as an image run with as many labeled pixels, so a difference between them is the labels', not
 the compute's.  Region VAAL trains ``--region-vae-steps`` iterations per cycle (epochs over ~30k
 crops would be ~100× image VAAL's), on at most ``--max-unlabeled`` unlabeled regions.
+Equal steps are not equal passes: one step of 8 partly labeled images carries far fewer labeled pixels
+than one of 8 whole ones, so each region label is seen ~6× less often than an image label.
+``--region-warm-epochs N`` trains the region runs' warm cycles ``N`` epochs instead of ``--warm-epochs``
+(cycle 0, still copied from the image runs, is unchanged), into OUT/regions-warmN: twice ``--warm-epochs``
+is the region runs' own 2×-steps convergence check.
 
 **Estimated wall time of the full region grid** (3 seeds × 4 precise + 1 dominant strategy = 15 runs;
 the baselines and the ceiling are the image grid's, reused), ``--warm-epochs 30 --jobs 2 --threads 2``.
@@ -169,10 +174,21 @@ DEFAULT_REGION_STRATEGIES = "random,entropy,class_balanced,vaal"
 REGION_FOLDER, DOMINANT_FOLDER = "regions", "regions-dominant"
 
 
+def region_folders(args: argparse.Namespace) -> tuple[str, str]:
+    """Where the precise- and dominant-oracle region runs go inside OUT: ``regions``/``regions-dominant``, or
+    with ``--region-warm-epochs N`` (other than ``--warm-epochs``) ``regions-warmN``/``regions-dominant-warmN``,
+    whose run names repeat the plain folders' (the same seeds and strategies, trained longer)."""
+    n = args.region_warm_epochs
+    suffix = f"-warm{n}" if n is not None and n != args.warm_epochs else ""
+    return REGION_FOLDER + suffix, DOMINANT_FOLDER + suffix
+
+
 def region_settings(args: argparse.Namespace) -> tuple[dict, dict]:
     """Recipe overrides and per-strategy parameters of the region runs: the image benchmark's settings
     (the same initial images, network, schedule rule and seeds) with a pixel budget over SLIC regions."""
     overrides, _ = settings(args)
+    if args.region_warm_epochs is not None:  # cycle 0 is untouched (shared_start.NOT_IN_CYCLE_0): still shared
+        overrides = {**overrides, "train.warm_epochs": args.region_warm_epochs}
     overrides = {**overrides, "active.unit": "region", "active.cost": "pixels", "active.budget": args.pixel_budget,
                  "active.cycles": args.region_cycles, "regions.method": "slic", "regions.segments": args.segments,
                  "regions.resolution": list(args.region_resolution), "regions.oracle": "precise"}
@@ -185,7 +201,8 @@ def image_report_dirs(out: Path) -> list[Path]:
     """The runs under ``out`` that the image benchmark's report covers: all but the region folders'."""
     from segal.results import find_runs
 
-    skip = [(out / name).resolve() for name in (REGION_FOLDER, DOMINANT_FOLDER)]
+    region = [d for d in out.iterdir() if d.is_dir() and d.name.startswith(REGION_FOLDER)] if out.is_dir() else []
+    skip = [d.resolve() for d in region]  # regions, regions-dominant and their -warmN variants
     return [d for d in find_runs([out]) if not any(d.resolve().is_relative_to(s) for s in skip)]
 
 
@@ -232,15 +249,16 @@ def run_regions(args: argparse.Namespace, recipe: Path, out: Path, seeds: list[i
         sweep(recipe, baselines, seeds, out, image_overrides, progress, strategy_params=image_params,
               console=None, jobs=args.jobs, threads=args.threads, write_report=False)
     image_runs = [out / run_name(s, seed) for s in baselines for seed in seeds]  # cycle 0 is theirs (shared_start)
-    sweep(recipe, args.strategies.split(","), seeds, out / REGION_FOLDER, overrides, progress,
+    precise, dominant = region_folders(args)
+    sweep(recipe, args.strategies.split(","), seeds, out / precise, overrides, progress,
           strategy_params=params, console=None, jobs=args.jobs, threads=args.threads, write_report=False,
           donors=image_runs)
-    dirs = [out / REGION_FOLDER, *image_runs]
+    dirs = [out / precise, *image_runs]
     if args.dominant:
-        sweep(recipe, [args.dominant], seeds, out / DOMINANT_FOLDER, {**overrides, "regions.oracle": "dominant"},
+        sweep(recipe, [args.dominant], seeds, out / dominant, {**overrides, "regions.oracle": "dominant"},
               progress, strategy_params=params, console=None, jobs=args.jobs, threads=args.threads,
               write_report=False, donors=image_runs)
-        dirs.append(out / DOMINANT_FOLDER)
+        dirs.append(out / dominant)
     if args.ceiling:
         sweep(recipe, ["random"], seeds, out / "ceiling", {**image_overrides, **CEILING_OVERRIDES}, progress,
               console=None, jobs=args.jobs, threads=args.threads, write_report=False)
@@ -287,6 +305,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--segments", type=int, default=400, help="--unit region: SLIC superpixels per image")
     parser.add_argument("--region-resolution", type=int, nargs=2, default=[180, 240], metavar=("H", "W"),
                         help="--unit region: the size the regions are computed (and pixels counted) at")
+    parser.add_argument("--region-warm-epochs", type=int, metavar="N",
+                        help="--unit region: the region runs' warm epochs (default: --warm-epochs), e.g. twice them "
+                             "for the 2×-steps check; runs other than --warm-epochs go to OUT/regions-warmN")
     parser.add_argument("--region-vae-steps", type=int, default=REGION_VAE_STEPS,
                         help="--unit region: region-VAAL iterations per cycle")
     parser.add_argument("--max-unlabeled", type=int, default=20000,
@@ -343,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --ceiling-only trains the image-level ceiling, which the region benchmark reuses "
               "— fix: drop --unit region")
         return 2
+    if args.region_warm_epochs is not None and (not region or args.warm_epochs is None or args.region_warm_epochs < 1):
+        print("error: --region-warm-epochs N sets the warm-started cycles of region runs "
+              "— fix: give it with --unit region and --warm-epochs, and N ≥ 1")
+        return 2
     if args.strategies is None:
         args.strategies = DEFAULT_REGION_STRATEGIES if region else BENCHMARKS[args.benchmark].strategies
     if args.vaal_diversity and (region or args.vaal_diversity < 2 or args.ceiling_only
@@ -376,7 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     if region:
         shown.update({"schedule": schedule + ", epochs counted over the labeled pixels in whole-image equivalents",
                       "baselines": f"{args.baselines} (image level, in {args.out})",
-                      "dominant oracle": args.dominant or "none", "regions out": f"{args.out}/{REGION_FOLDER}"})
+                      "dominant oracle": args.dominant or "none", "regions out": f"{args.out}/{region_folders(args)[0]}"})
+        if args.region_warm_epochs is not None and not args.steps:
+            shown["schedule"] += (f"; region runs warm-started for ceil({args.region_warm_epochs} × labeled "
+                                  f"image equivalents / {args.batch_size}) steps")
     for key, value in shown.items():
         console.print(f"  {key}: {value}")
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -120,6 +120,7 @@ def test_the_committed_camvid_region_records_are_finished_region_runs_paired_wit
     image = [docs / "camvid" / "random-seed2"]
     s = json.loads((report(regions + image, tmp_path / "report") / "summary.json").read_text())
     assert s["axis"] == "pixels" and "random (images)" in s["strategies"] and "entropy (regions)" in s["strategies"]
-    assert not s.get("environment_notes")
+    assert {"vaal (regions)", "class_balanced (regions, dominant)"} <= set(s["strategies"])
+    assert not s.get("environment_notes")  # the dominant run's own cycle 0 (44.12 against 46.10) is by design
     final = s["strategies"]["class_balanced (regions)"]["final"]
     assert round(100 * final["mean"], 2) == 53.07  # the value docs/results.md gives

@@ -51,6 +51,7 @@ from segal.metrics import collapse_warning
 from segal.pool import PoolState, hand_over
 from segal.progress import Progress
 from segal.regions.budget import CostLedger, select_under_budget, unit_costs
+from segal.regions.cache import RegionCache
 from segal.regions.state import FILE_PREFIX, RegionLabels, load_region_labels, save_region_state
 from segal.regions.training import RegionTrainingView, class_shares, labeled_noise
 from segal.runs import Run
@@ -120,10 +121,21 @@ class RegionSteps:
         images = math.ceil(pixels / (cache.shape[0] * cache.shape[1]))
         return dataclasses.replace(cfg, steps=planned_steps(cfg, max(1, images // dist.world())))
 
+    def initial_clicks(self, cache: RegionCache) -> int | None:
+        """Clicks of the initial images labeled whole (segal.image_costs, cached with the run), for a precise
+        oracle; ``None`` for the dominant one, whose initial images cost a click per region, as labeled."""
+        if self.oracle != "precise":
+            return None
+        from segal.image_costs import ImageCosts
+
+        initial = np.unique(cache.image_of(np.flatnonzero(self.labels.status == 0)))
+        return int(ImageCosts(self.run.pool, self.run.dir / "cache").block(initial)["clicks"])
+
     def cost_metrics(self, cycle: int) -> dict[str, Any]:
         """What ``metrics.json`` of ``cycle`` adds in a region run: the cost ledger, and the dominant oracle's noise."""
         cache = self.run.region_cache()
-        ledger = CostLedger.of(self.labels, cache.area, self.run.region_clicks(self.progress), cycle)
+        ledger = CostLedger.of(self.labels, cache.area, self.run.region_clicks(self.progress), cycle,
+                               initial_clicks=self.initial_clicks(cache))
         out: dict[str, Any] = {"unit": "region", "oracle": self.oracle, "cost": ledger.to_json()}
         if self.oracle == "dominant" and not self.human:  # the simulated oracle's noise; annotators' is not known
             wrong, labeled = labeled_noise(self.run.pool, cache, self.labels, cycle)

@@ -201,3 +201,11 @@ def test_bad_region_recipes_name_key_and_file(tmp_path, text, needle):
         load_recipe(path)
     assert needle in str(err.value) and str(path) in str(err.value) and "fix:" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_ledger_charges_the_initial_labels_as_a_whole_when_told_their_cost():
+    """A precise run's initial images are labeled whole: their cost replaces their regions' (4 + 3 + 5)."""
+    labels = make_labels()
+    first, second = (CostLedger.of(labels, AREA, CLICKS, cycle, initial_clicks=7) for cycle in (0, 1))
+    assert (first.clicks, second.clicks) == (7, 18 - 12 + 7)
+    assert first.pixels_labeled == 23 and second.regions_labeled == 4  # the other axes are untouched

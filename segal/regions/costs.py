@@ -18,6 +18,9 @@ therefore records clicks as well as pixels, with these rules:
   into two classes by a straight line, 4 + 4.  The region's own outline is traced too: the tool shows
   it, but the annotator's polygon has to follow it, which is why precise superpixel labels cost many
   more clicks than dominant ones.
+* **Initial images** — a precise run starts from whole images, labeled as an image-level run labels them:
+  their clicks are the whole image's (:func:`segal.image_costs.whole_image_clicks`: each class piece
+  once, not once per superpixel it crosses; :meth:`segal.regions.budget.CostLedger.of`).
 * **Pixels** — a region's area at the region resolution (:mod:`segal.regions.cache`), so that a
   budget in pixels is a share of the pool's stored pixels.
 

@@ -285,7 +285,7 @@ def cmd_costs(args: argparse.Namespace) -> int:
     for run_dir in find_runs([Path(p) for p in args.run_dirs]):
         count = record_costs(run_dir)
         out.print(f"{run_dir}: {count} metrics.json updated" if count else
-                  f"{run_dir}: nothing to add (its costs are recorded, as every region run's are)")
+                  f"{run_dir}: nothing to add (its costs are recorded)")
     return 0
 
 
@@ -445,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("costs", help="add the cost ledger (pixels, clicks) to image runs made before segal recorded it, "
-                                     "so that `segal report --x pixels|clicks` places them")
+                                     "so that `segal report --x pixels|clicks` places them; recount a region run's "
+                                     "initial images' clicks whole where it predates that rule")
     p.add_argument("run_dirs", nargs="+", help="run directories, or folders holding them (a sweep's --out)")
     p.set_defaults(func=cmd_costs)
 

@@ -117,8 +117,9 @@ class ImageCosts:
 
 def record_costs(run_dir: Path | str) -> int:
     """Add the ``cost`` block to the metrics.json of an image-level run written before segal recorded it
-    (each cycle's labeled images are state.json's), so that the run reports on a cost axis; returns the
-    number of files updated (0 for a region run, or when every cycle has its block).
+    (each cycle's labeled images are state.json's), so that the run reports on a cost axis; for a region
+    run, recount its initial images' clicks whole if it predates that rule; returns the number of files
+    updated (0 when every cycle is already counted).
 
     Takes the run's lock, so a run still going is refused rather than written under; each file is
     replaced atomically and keeps every other key."""
@@ -127,7 +128,7 @@ def record_costs(run_dir: Path | str) -> int:
 
     run = open_run(run_dir)
     if run.recipe.active.unit != "image":
-        return 0
+        return _recount_initial_clicks(run)
     run.take_lock()
     try:
         paths = sorted(run.dir.glob("cycles/*/metrics.json"), key=lambda p: int(p.parent.name))
@@ -147,6 +148,33 @@ def record_costs(run_dir: Path | str) -> int:
             metrics.update(unit="image", cost=costs.block(labeled, labels, set(state.human)))
             atomic_write_json(path, metrics)
         return len(todo)
+    finally:
+        run.close()
+
+
+def _recount_initial_clicks(run) -> int:
+    """A precise-oracle region run written before its initial whole images were charged whole
+    (segal.regions.budget.CostLedger.of): its cycle-0 clicks are its initial regions' sum, which every
+    later cycle's count includes, so each cycle's clicks shift by (whole-image clicks − cycle-0 clicks).
+    Exact without the region maps; a run already counted so is left alone (0 files)."""
+    if (run.recipe.regions.oracle if run.recipe.regions else "precise") != "precise":
+        return 0
+    run.take_lock()
+    try:
+        paths = sorted(run.dir.glob("cycles/*/metrics.json"), key=lambda p: int(p.parent.name))
+        metrics = [read_json(p) for p in paths]
+        if not metrics or not isinstance(metrics[0].get("cost"), dict) or int(paths[0].parent.name) != 0:
+            return 0
+        state = run.load_state()
+        initial = np.asarray(sorted(state.labeled.get(0, [])), dtype=np.int64)
+        whole = int(ImageCosts(run.pool, run.dir / "cache").block(initial)["clicks"])
+        shift = whole - int(metrics[0]["cost"]["clicks"])
+        if shift == 0:
+            return 0
+        for path, m in zip(paths, metrics, strict=True):
+            m["cost"]["clicks"] = int(m["cost"]["clicks"]) + shift
+            atomic_write_json(path, m)
+        return len(paths)
     finally:
         run.close()
 

@@ -18,7 +18,7 @@ import segal.loop
 from segal.cli import main
 from segal.config import recipe_from_dict
 from segal.errors import UserError
-from segal.image_costs import whole_image_clicks
+from segal.image_costs import record_costs, whole_image_clicks
 from segal.loop import ActiveLoop, initial_selection
 from segal.pool import PoolState
 from segal.regions.cache import RegionCache
@@ -344,3 +344,25 @@ def test_a_sweep_runs_region_strategies_that_have_no_image_variant(tmp_path):
     assert [d.name for d in dirs] == ["random-seed0", "class_balanced-seed0"]
     for d in dirs:
         assert json.loads((d / "cycles" / "1" / "metrics.json").read_text())["cost"]["pixels_labeled"] > 0
+
+
+def test_segal_costs_recounts_the_initial_images_of_a_region_run_from_before_they_were_charged_whole(tmp_path):
+    """A precise run written when its initial images cost the sum of their regions' clicks: every cycle's
+    count shifts by the same amount, to what the run records today; a second pass changes nothing."""
+    run = run_regions(tmp_path, strategy="random", cycles=1)
+    state, labels = labels_of(run)
+    cache = RegionCache.open(run.dir / "regions")
+    today = [metrics(run, k)["cost"]["clicks"] for k in (0, 1)]
+    old_rule = 0
+    for i in state.labeled[0]:  # the initial images region by region, as segal counted them before
+        gt = run.pool.load_target(i)
+        old_rule += int(clicks_precise(cache.region_map(i), gt, np.arange(cache.counts[i])).sum())
+    assert old_rule > today[0]
+    for k in (0, 1):
+        path = run.cycle_dir(k) / "metrics.json"
+        m = metrics(run, k)
+        m["cost"]["clicks"] += old_rule - today[0]
+        path.write_text(json.dumps(m))
+    assert main(["costs", str(run.dir)]) == 0
+    assert [metrics(run, k)["cost"]["clicks"] for k in (0, 1)] == today
+    assert record_costs(run.dir) == 0

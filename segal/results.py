@@ -20,8 +20,10 @@ cost records has ``fraction`` only.
   common grid, with **no extrapolation** (a grid point below a run's first cycle or past its last has
   no value for that run, and a strategy's mean there is over the seeds that have one, ``n``).  The
   grid: every strategy's per-cycle mean x (over its seeds), pooled and sorted; points within a quarter
-  of the median cycle step of the first point of a group are one grid point, the group's smallest (so
-  it lies within the range of every strategy that has a point there, the last budget included).
+  of a cycle step of the first point of a group are one grid point, the group's smallest (so it lies
+  within the range of every strategy that has a point there, the last budget included), the step being
+  each strategy's own median cycle step (the smaller of the two), and no group holding two points of one
+  strategy: on clicks, a dominant run's cheap cycles (a click a region) each keep their grid point.
   Every statistic below is then taken at the grid points ("budgets"); per-class scores stay at each
   strategy's own cycles (their mean x).
 
@@ -406,22 +408,26 @@ class _Points:
 
 def cost_grid(curves: dict[str, list[_Points]]) -> list[float]:
     """The common grid of a cost axis (module docstring, "Axes"): each strategy's cycle-mean x values,
-    pooled; points closer than a quarter of the median cycle step are one grid point, the smallest of
-    them, so that it lies within the range of every strategy that has a point there."""
-    means: list[float] = []
-    steps: list[float] = []
-    for points in curves.values():
-        cycles = max(len(p.x) for p in points)
-        own = [float(np.mean([p.x[k] for p in points if k < len(p.x)])) for k in range(cycles)]
-        means += own
-        steps += [b - a for a, b in zip(own, own[1:], strict=False) if b > a]
-    tol = 0.25 * float(np.median(steps)) if steps else 0.0
+    pooled; a point within a quarter of a cycle step of a group's first point joins the group, whose grid
+    point is the smallest (so that it lies within the range of every strategy that has a point there).
+    The step is each strategy's own median (the smaller of the two strategies'), and a group holds at most
+    one point of a strategy: a strategy whose cycles cost far less than the others' (one click per region
+    against a polygon's) keeps every cycle as its own grid point."""
+    points: list[tuple[float, float, str]] = []  # x, a quarter of its strategy's median step, strategy
+    for label, runs in curves.items():
+        cycles = max(len(p.x) for p in runs)
+        own = [float(np.mean([p.x[k] for p in runs if k < len(p.x)])) for k in range(cycles)]
+        steps = [b - a for a, b in zip(own, own[1:], strict=False) if b > a]
+        tol = 0.25 * float(np.median(steps)) if steps else 0.0
+        points += [(x, tol, label) for x in own]
     grid: list[float] = []
-    start = None
-    for x in sorted(means):
-        if start is None or x - start > tol:
-            grid.append(x)
-            start = x
+    start, start_tol, members = None, 0.0, set()
+    for x, tol, label in sorted(points):
+        if start is not None and x - start <= min(tol, start_tol) and label not in members:
+            members.add(label)
+            continue
+        grid.append(x)
+        start, start_tol, members = x, tol, {label}
     return grid
 
 

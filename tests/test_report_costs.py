@@ -295,3 +295,25 @@ def test_an_image_run_and_a_region_run_share_the_pixel_axis(tmp_path):
     s = summary_of(report(dirs, tmp_path / "out"))
     assert s["axis"] == "pixels" and s["baseline"] == "random (images)" and s["warnings"] == []
     assert s["strategies"]["random (regions)"]["paired"]["pairs"] == 1
+
+
+def test_the_cost_grid_keeps_every_cycle_of_a_strategy_whose_cycles_cost_little():
+    """On clicks a dominant run's cycles (a click a region) cost ~1/20 of a precise run's: one median step for
+    all would merge its whole curve into two points.  Each strategy's own step decides, points of two
+    strategies within a quarter of the smaller step merge into the smaller, and a group never holds two
+    points of one strategy."""
+    from types import SimpleNamespace
+
+    from segal.results import cost_grid
+
+    def runs(*xs):
+        return [SimpleNamespace(x=list(x)) for x in xs]
+
+    curves = {"precise": runs([44_000, 182_480, 322_997], [44_000, 182_480, 322_997]),
+              "images": runs([44_000, 70_329, 96_000]),
+              "dominant": runs([13_233, 19_932, 26_628, 32_725])}
+    assert cost_grid(curves) == [13_233, 19_932, 26_628, 32_725, 44_000, 70_329, 96_000, 182_480, 322_997]
+    curves["images"] = runs([44_000, 70_329, 96_000], [44_100, 70_429, 96_100])  # seeds' mean x: 44,050 …
+    assert cost_grid(curves)[4:6] == [44_000, 70_379]  # 44,050 merges into the precise run's 44,000
+    close = {"a": runs([0, 10, 1000, 2000]), "b": runs([5, 1003])}  # a's step 990 (median): 0 and 10 stay apart
+    assert cost_grid(close) == [0, 10, 1000, 2000]

@@ -49,14 +49,15 @@ epochs over images touched would train a region run up to 6× more steps than th
 compared with, for the same labels.  segal counts a region run's epochs over its labeled *pixels* in whole-image
 equivalents (labeled pixels ÷ pixels per image, rounded up; segal.region_loop), with the same
 ``min_steps`` floor and the same ``warm_epochs``: at every budget a region run trains exactly as many
-steps as an image run with as many labeled pixels, so a difference between them is the labels', not
-the compute's.  Region VAAL trains ``--region-vae-steps`` iterations per cycle (epochs over ~30k
-crops would be ~100× image VAAL's), on at most ``--max-unlabeled`` unlabeled regions.
-Equal steps are not equal passes: one step of 8 partly labeled images carries far fewer labeled pixels
-than one of 8 whole ones, so each region label is seen ~6× less often than an image label.
-``--region-warm-epochs N`` trains the region runs' warm cycles ``N`` epochs instead of ``--warm-epochs``
-(cycle 0, still copied from the image runs, is unchanged), into OUT/regions-warmN: twice ``--warm-epochs``
-is the region runs' own 2×-steps convergence check.
+steps as an image run with as many labeled pixels: equal compute.  Region VAAL trains
+``--region-vae-steps`` iterations per cycle (epochs over ~30k crops would be ~100× image VAAL's), on at
+most ``--max-unlabeled`` unlabeled regions.
+Equal steps are not equal passes, though: one step of 8 partly labeled images carries far fewer labeled
+pixels than one of 8 whole ones, so each region label is seen ~6× less often than an image label, and
+**this schedule is not converged** (docs/results.md, "Region schedule check": on seed 2, twice the warm
+steps gain +2.49 mIoU at 15% of the pixels, six times +2.77 at 30%).  ``--region-warm-epochs N`` trains
+the region runs' warm cycles ``N`` epochs instead of ``--warm-epochs`` (cycle 0, still copied from the
+image runs, is unchanged), into OUT/regions-warmN; the estimates below are for the unconverged ×1.
 
 **Estimated wall time of the full region grid** (3 seeds × 4 precise + 1 dominant strategy = 15 runs;
 the baselines and the ceiling are the image grid's, reused), ``--warm-epochs 30 --jobs 2 --threads 2``.

@@ -159,15 +159,15 @@ class RegionSteps:
             compute=run.compute, cycle=cycle, seed=run.recipe.seed, model=model, progress=self.progress,
             workdir=run.cycle_dir(cycle), cache_dir=run.dir / "cache",
         )
+        kind = run.recipe.active.cost
+        clicks = run.region_clicks(self.progress)
+        cost = unit_costs(kind, cache.area[candidates], clicks[candidates])
         t0, cpu0 = time.perf_counter(), time.process_time()
-        scores, reported = self.strategy.score_with_diagnostics(RegionContext(base, cache, labels, candidates))
+        scores, reported = self.strategy.score_with_diagnostics(RegionContext(base, cache, labels, candidates, cost))
         scores = np.asarray(scores, dtype=np.float64)
         if scores.shape != candidates.shape or not np.isfinite(scores).all():
             raise RuntimeError(f"region strategy {self.strategy.name} returned {scores.shape} scores for "
                                f"{len(candidates)} regions, or non-finite ones")
-        kind = run.recipe.active.cost
-        clicks = run.region_clicks(self.progress)
-        cost = unit_costs(kind, cache.area[candidates], clicks[candidates])
         chosen = select_under_budget(candidates, scores, cost, budget)
         seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
         position = np.searchsorted(candidates, chosen)

@@ -214,7 +214,8 @@ def test_vaal_diversity_runs_go_to_their_own_folder_and_take_cycle_0_from_out(tm
 def test_vaal_diversity_is_refused_off_vaal_or_below_2_in_one_line(capsys):
     tool = load_tool()
     for argv in (["--strategies", "random,vaal", "--vaal-diversity", "4"], ["--strategies", "vaal", "--vaal-diversity", "1"],
-                 ["--unit", "region", "--strategies", "vaal", "--vaal-diversity", "4"]):
+                 ["--unit", "region", "--strategies", "vaal", "--vaal-diversity", "4"],  # --dominant class_balanced
+                 ["--unit", "region", "--strategies", "entropy", "--dominant", "", "--vaal-diversity", "4"]):
         assert tool.main(argv) == 2
         assert "fix: give --strategies vaal" in capsys.readouterr().out
 
@@ -245,6 +246,26 @@ def test_region_warm_epochs_train_the_region_runs_longer_in_their_own_folders_fr
     assert [c[:3] for c in calls] == [(tmp_path, ["random"], 30), (tmp_path / "regions-warm60", ["random"], 60),
                                       (tmp_path / "regions-dominant-warm60", ["class_balanced"], 60)]
     assert calls[1][3] == calls[2][3] == [tmp_path / "random-seed0"]  # cycle 0 from the image baseline
+
+
+def test_region_vaal_diversity_runs_go_to_their_own_region_folder_with_the_factor(tmp_path, monkeypatch):
+    import segal.report
+    import segal.results
+    import segal.sweep
+
+    tool = load_tool()
+    assert tool.region_settings(region_args(tool, vaal_diversity=4))[1]["vaal"]["diversity_factor"] == 4
+    assert "diversity_factor" not in tool.region_settings(region_args(tool))[1]["vaal"]
+    calls = []
+    monkeypatch.setattr(segal.sweep, "sweep", lambda recipe, strategies, seeds, out, overrides, *a, **kw:
+                        calls.append((out, strategies, kw["strategy_params"])))
+    monkeypatch.setattr(segal.report, "report", lambda *a, **kw: None)
+    monkeypatch.setattr(segal.results, "find_runs", lambda dirs: [])
+    argv = ["--quick", "--unit", "region", "--warm-epochs", "30", "--region-warm-epochs", "180", "--baselines", "random",
+            "--strategies", "vaal", "--dominant", "", "--vaal-diversity", "4", "--out", str(tmp_path)]
+    assert tool.main(argv) == 0
+    assert [c[:2] for c in calls] == [(tmp_path, ["random"]), (tmp_path / "regions-warm180-vaal-diversity-4", ["vaal"])]
+    assert calls[1][2]["vaal"]["diversity_factor"] == 4 and "diversity_factor" not in calls[0][2]["vaal"]
 
 
 def test_region_warm_epochs_are_refused_off_the_warm_started_region_benchmark_in_one_line(capsys):

@@ -8,18 +8,20 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from segal.cli import main
 from segal.config import recipe_from_dict
 from segal.data.base import ClassSet, Dataset
 from segal.errors import UserError
+from segal.regions.budget import select_under_budget
 from segal.regions.cache import region_stats
 from segal.runs import Run
 from segal.strategies import REGION_STRATEGIES, make_region_strategy
 from segal.strategies.context import build_context
 from segal.strategies.region_base import RegionContext
-from segal.strategies.region_vaal import RegionCrops, RegionVAALStrategy
+from segal.strategies.region_vaal import RegionCrops, RegionVAALStrategy, spread_picks
 from segal.strategies.vaal import VAALStrategy
 from tests.test_regions_loop import labels_of, region_recipe
 
@@ -132,9 +134,10 @@ def test_bad_parameters_fail_when_the_recipe_is_read():
         make_region_strategy("vaal", {**TINY, "image_size": 20}, "<test>")
 
 
-def test_a_two_cycle_region_run_with_vaal_completes_within_its_pixel_budget(tmp_path):
+@pytest.mark.parametrize("diversity", [0, 2])
+def test_a_two_cycle_region_run_with_vaal_completes_within_its_pixel_budget(tmp_path, diversity):
     path = tmp_path / "vaal.yaml"
-    data = region_recipe(tmp_path, strategy="vaal", strategy_params=TINY)
+    data = region_recipe(tmp_path, strategy="vaal", strategy_params={**TINY, "diversity_factor": diversity})
     path.write_text(yaml.safe_dump(data))
     assert main(["acquire", str(path), "--quiet"]) == 0
     run = Run(tmp_path / "run", recipe_from_dict(data))
@@ -145,7 +148,14 @@ def test_a_two_cycle_region_run_with_vaal_completes_within_its_pixel_budget(tmp_
         budget = state.budgets[cycle + 1] - state.budgets[cycle]
         assert queries["strategy"] == "vaal" and queries["unit"] == "region"
         assert 0 < queries["spent"] <= budget and len(queries["regions"]) > 0
-        assert all(0 <= s <= 1 for s in queries["scores"])
+        if diversity:  # the k-center picks come first, scored (1, 2] in pick order (spread_picks)
+            spread = queries["diagnostics"]["diversity"]
+            assert spread["factor"] == 2 and spread["shortlist"] <= 2 * spread["plain_picks"]
+            raised = [s for s in queries["scores"] if s > 1]
+            assert 0 < len(raised) <= spread["plain_picks"] and raised == sorted(raised, reverse=True)
+            assert queries["scores"][: len(raised)] == raised
+        else:
+            assert all(0 <= s <= 1 for s in queries["scores"]) and "diversity" not in queries["diagnostics"]
         assert (run.cycle_dir(cycle) / "region_vaal" / "vaal.pt").exists()
         diagnostics = queries["diagnostics"]  # the discriminator's AUROC and interval, as image VAAL's
         assert diagnostics["auroc_on"] in ("holdout", "crossfit") and 0 <= diagnostics["auroc"] <= 1
@@ -154,12 +164,43 @@ def test_a_two_cycle_region_run_with_vaal_completes_within_its_pixel_budget(tmp_
     assert (run.dir / "cache" / "32x48" / "images.npy").exists()  # crops read from the resized-image cache
 
 
-@pytest.mark.parametrize("params", [{"warm_start": True}, {"diversity_factor": 4}])
-def test_image_vaal_options_not_done_for_regions_are_refused(params):
-    from segal.strategies.region_vaal import RegionVAALStrategy
+def test_image_vaal_options_not_done_for_regions_are_refused():
+    with pytest.raises(UserError, match="region VAAL has no warm_start"):
+        RegionVAALStrategy.Params(warm_start=True)
+    with pytest.raises(UserError, match="diversity_factor must be 0"):
+        RegionVAALStrategy.Params(diversity_factor=1)
+    assert RegionVAALStrategy.Params(diversity_factor=4).diversity_factor == 4
 
-    with pytest.raises(UserError, match="region VAAL has no warm_start or diversity_factor"):
-        RegionVAALStrategy.Params(**params)
+
+def _encode_as(points: dict[int, tuple[float, float]]):
+    def encode(regions: np.ndarray) -> torch.Tensor:
+        assert np.all(np.diff(regions) > 0)  # asked in ascending id order
+        return torch.tensor([points[int(r)] for r in regions], dtype=torch.float64)
+    return encode
+
+
+def test_spread_picks_raises_k_center_picks_of_the_shortlist_above_plain_scores_by_hand():
+    # candidates 10..15; plain order by score: 10, 11, 12, 13, 14, 15; unit costs, budget 2 -> n = 2,
+    # shortlist (factor 2) = 10..13.  Latents: labeled region 0 at the origin; 10 and 11 sit on it, 12 at
+    # (3, 0), 13 at (0, 4).  k-center from the origin: 13 (distance 4), then 12 (distance 3 from 0, 5 from 13).
+    candidates = np.arange(10, 16)
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.1])
+    points = {0: (0.0, 0.0), 10: (0.0, 0.0), 11: (0.0, 0.1), 12: (3.0, 0.0), 13: (0.0, 4.0), 14: (9.0, 9.0),
+              15: (9.0, 9.0)}
+    out, spread = spread_picks(candidates, scores, np.ones(6, np.int64), 2, 2, _encode_as(points), np.array([0]))
+    np.testing.assert_allclose(out, [0.9, 0.8, 1.5, 2.0, 0.5, 0.1])  # pick i of n: 1 + (n - i) / n
+    assert spread == {"factor": 2, "plain_picks": 2, "shortlist": 4, "kept_from_plain": 0,
+                      "radius_before": 4.0, "radius_after": pytest.approx(0.1)}
+    np.testing.assert_array_equal(select_under_budget(candidates, out, np.ones(6, np.int64), 2), [13, 12])
+    # costs count: region 10 costs the whole budget of 3, so plain VAAL takes 10 alone (n = 1) and the
+    # shortlist is 10, 11; 11 is farther from the labeled origin than 10 and is picked
+    out, spread = spread_picks(candidates, scores, np.array([3, 1, 1, 1, 1, 1]), 3, 2, _encode_as(points),
+                               np.array([0]))
+    np.testing.assert_allclose(out, [0.9, 2.0, 0.7, 0.6, 0.5, 0.1])
+    assert (spread["plain_picks"], spread["shortlist"], spread["kept_from_plain"]) == (1, 2, 0)
+    # the loop then fills what the pick leaves of the budget in plain order: 11 (1), then 12, 13 (1 each)
+    np.testing.assert_array_equal(select_under_budget(candidates, out, np.array([3, 1, 1, 1, 1, 1]), 3),
+                                  [11, 12, 13])
 
 
 def _two_pool_context(labeled_value: int, unlabeled_value: int) -> RegionContext:

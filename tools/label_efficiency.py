@@ -18,7 +18,9 @@ a seed's five strategies take 1 h 40 min on 2 cores and the whole grid ≈ 5.5�
 ``--vaal-diversity K`` runs a VAAL variant that takes its K·b least labeled-looking images and keeps b of
 them by k-center greedy on the VAE means: on CamVid, plain VAAL's top-b picks runs of neighbouring frames
 (the report's "adjacent picks"), which this spreads out.  Its runs go to OUT/vaal-diversity-K with cycle 0
-copied from OUT's runs, and OUT's report names them ``vaal (diversity_factor=K)``.
+copied from OUT's runs, and OUT's report names them ``vaal (diversity_factor=K)``.  With ``--unit region``
+it is region VAAL's diversity step (segal.strategies.region_vaal.spread_picks; its runs go to
+OUT/regions[-warmN]-vaal-diversity-K).
 The grid is resumable: kill it and run the same command again (finished runs are skipped, a cycle
 resumes from its last epoch).
 The report (table, curves.png, report.html, summary.json) is written to OUT/report, with each strategy's
@@ -178,9 +180,12 @@ REGION_FOLDER, DOMINANT_FOLDER = "regions", "regions-dominant"
 def region_folders(args: argparse.Namespace) -> tuple[str, str]:
     """Where the precise- and dominant-oracle region runs go inside OUT: ``regions``/``regions-dominant``, or
     with ``--region-warm-epochs N`` (other than ``--warm-epochs``) ``regions-warmN``/``regions-dominant-warmN``,
-    whose run names repeat the plain folders' (the same seeds and strategies, trained longer)."""
+    whose run names repeat the plain folders' (the same seeds and strategies, trained longer); with
+    ``--vaal-diversity K`` each also ends ``-vaal-diversity-K``."""
     n = args.region_warm_epochs
     suffix = f"-warm{n}" if n is not None and n != args.warm_epochs else ""
+    if args.vaal_diversity:  # region VAAL with its diversity step: the names repeat plain VAAL's too
+        suffix += "-" + diversity_folder(args.vaal_diversity)
     return REGION_FOLDER + suffix, DOMINANT_FOLDER + suffix
 
 
@@ -195,6 +200,8 @@ def region_settings(args: argparse.Namespace) -> tuple[dict, dict]:
                  "regions.resolution": list(args.region_resolution), "regions.oracle": "precise"}
     vaal = {"image_size": args.vae_size, "z_dim": args.z_dim, "width": args.vae_width, "batch_size": 32,
             "steps": args.region_vae_steps, "max_unlabeled": args.max_unlabeled}
+    if args.vaal_diversity:
+        vaal["diversity_factor"] = args.vaal_diversity
     return overrides, {"vaal": vaal}
 
 
@@ -243,7 +250,7 @@ def run_regions(args: argparse.Namespace, recipe: Path, out: Path, seeds: list[i
     from segal.report import report
     from segal.sweep import run_name, sweep
 
-    image_overrides, image_params = settings(args)
+    image_overrides, image_params = settings(argparse.Namespace(**{**vars(args), "vaal_diversity": 0}))  # baselines: plain
     overrides, params = region_settings(args)
     baselines = [s for s in args.baselines.split(",") if s]
     if baselines:  # the image grid's runs, same names and settings: finished ones are skipped
@@ -331,9 +338,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vae-batch", type=int, help="VAAL batch (default 32 camvid, 64 cifar10)")
     parser.add_argument("--vae-steps", type=int, help="fixed VAAL iterations per cycle instead of --vae-epochs")
     parser.add_argument("--vaal-diversity", type=int, default=0, metavar="K",
-                        help="VAAL variant: take its K·b least labeled-looking images and pick b of them by k-center "
-                             "greedy on the VAE means (0: off, the paper); the runs go to OUT/vaal-diversity-K, copy "
-                             "cycle 0 from OUT's runs, and OUT's report names them vaal (diversity_factor=K)")
+                        help="VAAL variant: take its K·b least labeled-looking images (regions) and pick b of them by "
+                             "k-center greedy on the VAE means (0: off, the paper); the runs go to OUT/vaal-diversity-K "
+                             "(OUT/regions[-warmN]-vaal-diversity-K), copy cycle 0 from OUT's runs, and OUT's report "
+                             "names them vaal (diversity_factor=K)")
     parser.add_argument("--ceiling", action="store_true",
                         help="also train each seed once on the whole pool (OUT/ceiling): the report's reference line")
     parser.add_argument("--ceiling-only", action="store_true",
@@ -371,10 +379,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.strategies is None:
         args.strategies = DEFAULT_REGION_STRATEGIES if region else BENCHMARKS[args.benchmark].strategies
-    if args.vaal_diversity and (region or args.vaal_diversity < 2 or args.ceiling_only
-                                or any(not s.startswith("vaal") for s in args.strategies.split(","))):
-        print("error: --vaal-diversity K is an image-level VAAL variant with K ≥ 2 "
-              "— fix: give --strategies vaal (or vaal:paper) and K ≥ 2, without --unit region or --ceiling-only")
+    if args.vaal_diversity and (args.vaal_diversity < 2 or args.ceiling_only
+                                or any(not s.startswith("vaal") for s in args.strategies.split(","))
+                                or (region and args.dominant not in ("", "vaal"))):
+        print("error: --vaal-diversity K is a VAAL variant with K ≥ 2 "
+              "— fix: give --strategies vaal (or vaal:paper) and K ≥ 2, without --ceiling-only "
+              "(with --unit region: --dominant '' or vaal)")
         return 2
 
     from segal.threads import prefer_passive_wait

@@ -38,6 +38,12 @@ class RegionContext:
     cache: RegionCache
     labels: RegionLabels
     candidates: np.ndarray  # global ids of the unlabeled regions, ascending
+    cost: np.ndarray | None = None  # each candidate's cost in the budget's unit (active.cost); None: its pixels
+
+    def candidate_costs(self) -> np.ndarray:
+        """What labeling each candidate costs, in the unit of ``images.budget`` (the cycle's budget): for a
+        strategy that must know how many regions the budget buys (region VAAL's diversity step)."""
+        return self.cost if self.cost is not None else self.cache.area[self.candidates]
 
     def generator(self, salt: int = 0) -> np.random.Generator:
         """A numpy generator seeded by (seed, cycle, salt): the same on resume and on every rank."""

@@ -268,6 +268,27 @@ def test_region_vaal_diversity_runs_go_to_their_own_region_folder_with_the_facto
     assert calls[1][2]["vaal"]["diversity_factor"] == 4 and "diversity_factor" not in calls[0][2]["vaal"]
 
 
+def test_a_region_invocation_records_costs_of_its_own_runs_only(tmp_path, monkeypatch):
+    """Two invocations split a seed's region strategies over two cores in one OUT: the first to finish must not
+    touch the other's run, still training under its lock (it failed with "the run is in use" at the end)."""
+    import segal.image_costs
+    import segal.report
+    import segal.sweep
+
+    tool = load_tool()
+    for name in ("random-seed0", "regions/entropy-seed0", "regions/class_balanced-seed0", "regions-dominant/x-seed0"):
+        (tmp_path / name / "cycles").mkdir(parents=True)
+        (tmp_path / name / "recipe.yaml").write_text("{}")
+    monkeypatch.setattr(segal.sweep, "sweep", lambda *a, **kw: None)
+    monkeypatch.setattr(segal.report, "report", lambda *a, **kw: None)
+    recorded = []
+    monkeypatch.setattr(segal.image_costs, "record_costs", recorded.append)
+    argv = ["--quick", "--unit", "region", "--seeds", "0", "--baselines", "random", "--strategies", "class_balanced",
+            "--dominant", "", "--out", str(tmp_path)]
+    assert tool.main(argv) == 0
+    assert recorded == [tmp_path / "random-seed0", tmp_path / "regions" / "class_balanced-seed0"]
+
+
 def test_region_warm_epochs_are_refused_off_the_warm_started_region_benchmark_in_one_line(capsys):
     tool = load_tool()
     for argv in (["--region-warm-epochs", "60", "--warm-epochs", "30"], ["--unit", "region", "--region-warm-epochs", "60"],

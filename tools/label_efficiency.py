@@ -258,24 +258,31 @@ def run_regions(args: argparse.Namespace, recipe: Path, out: Path, seeds: list[i
               console=None, jobs=args.jobs, threads=args.threads, write_report=False)
     image_runs = [out / run_name(s, seed) for s in baselines for seed in seeds]  # cycle 0 is theirs (shared_start)
     precise, dominant = region_folders(args)
-    sweep(recipe, args.strategies.split(","), seeds, out / precise, overrides, progress,
+    strategies = args.strategies.split(",")
+    sweep(recipe, strategies, seeds, out / precise, overrides, progress,
           strategy_params=params, console=None, jobs=args.jobs, threads=args.threads, write_report=False,
           donors=image_runs)
     dirs = [out / precise, *image_runs]
+    mine = [*image_runs, *(out / precise / run_name(s, seed) for s in strategies for seed in seeds)]
     if args.dominant:
         sweep(recipe, [args.dominant], seeds, out / dominant, {**overrides, "regions.oracle": "dominant"},
               progress, strategy_params=params, console=None, jobs=args.jobs, threads=args.threads,
               write_report=False, donors=image_runs)
         dirs.append(out / dominant)
+        mine += [out / dominant / run_name(args.dominant, seed) for seed in seeds]
     if args.ceiling:
         sweep(recipe, ["random"], seeds, out / "ceiling", {**image_overrides, **CEILING_OVERRIDES}, progress,
               console=None, jobs=args.jobs, threads=args.threads, write_report=False)
         dirs.append(out / "ceiling")
+        mine += [out / "ceiling" / run_name("random", seed) for seed in seeds]
     from segal.image_costs import record_costs
-    from segal.results import find_runs
+    from segal.results import is_run_dir
 
-    for run_dir in find_runs(dirs):  # image runs made by a segal that did not record costs yet (the issue-14 grid's)
-        record_costs(run_dir)
+    # image runs made by a segal that did not record costs yet (the issue-14 grid's): only this invocation's
+    # runs, since another invocation may be training the folder's other strategies (their lock would refuse)
+    for run_dir in mine:
+        if is_run_dir(run_dir):
+            record_costs(run_dir)
     report(dirs, out / "report-regions", console=console)
 
 

@@ -25,7 +25,7 @@ The cross-fit halves are still split by region.  ``warm_start`` is refused.  The
 ``diversity_factor`` K ≥ 2 adds image VAAL's diversity step, carried to regions (:func:`spread_picks`):
 the n regions plain VAAL would take under the cycle's budget are counted, the K·n least labeled-looking
 form a shortlist, and k-center greedy on the VAE means (the labeled regions as centres) picks n of it.
-Why: on CamVid, seed 2, plain region VAAL's first batch was 94.9% sky — the least labeled-looking crops
+Why: on CamVid, seed 2, plain region VAAL's second batch was 94.9% sky — the least labeled-looking crops
 look alike, and score order takes them all.  The picks are given scores in (1, 2], in pick order, above
 every plain score (1 − P(labeled) ∈ [0, 1]), so the loop takes them first; if they cost less than the
 budget, the rest is filled in plain score order.  Like the rest, it never looks at a task network.

@@ -6,6 +6,8 @@ every label also names its unit and a dominant oracle: ``random (images)``, ``en
 ``random (regions, dominant)``).  Runs of one such label whose other strategy parameters differ (a
 sweep over VAAL's ``diversity_factor``, say) are told apart by the parameters that differ among them, a
 missing one read as the strategy's default: ``vaal (diversity_factor=0)`` and ``vaal (diversity_factor=4)``.
+Where two runs of one label still share a seed, the ``train`` settings that differ among that label's runs
+name them too (``random (regions, train.warm_epochs=180)``): one seed is never averaged with itself.
 
 Axes (``segal report --x``): ``fraction`` (labeled images, a share of the pool; a region run's images
 touched), ``pixels`` (``cost.pixel_share``: labeled pixels, a share of the pool's pixels) or ``clicks``
@@ -220,7 +222,28 @@ def run_labels(runs: list[RunData], units: bool = False) -> list[str]:
         for k in members if varying else []:
             extra = ", ".join(f"{key}={params[k].get(key)}" for key in varying)
             labels[k] = f"{name[:-1]}, {extra})" if name.endswith(")") else f"{name} ({extra})"
-    return labels
+    return _split_by_training(runs, labels)
+
+
+def _split_by_training(runs: list[RunData], labels: list[str]) -> list[str]:
+    """Where two runs of one label have one seed (the same runs trained longer, say: region runs at
+    ``train.warm_epochs`` 30 and 180), the ``train`` settings that differ among that label's runs join it
+    (``random (regions, train.warm_epochs=180)``), so that they are two curves, not one mean over a
+    seed counted twice.  Labels without such a clash are left alone."""
+    out = list(labels)
+    for label in set(labels):
+        members = [k for k, n in enumerate(labels) if n == label]
+        seeds = [runs[k].seed for k in members]
+        if len(set(map(str, seeds))) == len(seeds):
+            continue
+        train = [get_dotted(runs[k].recipe, "train") for k in members]
+        train = [t if isinstance(t, dict) else {} for t in train]
+        keys = sorted({key for t in train for key in t})
+        varying = [key for key in keys if len({json.dumps(t.get(key), sort_keys=True, default=str) for t in train}) > 1]
+        for k, t in zip(members, train, strict=True) if varying else []:
+            extra = ", ".join(f"train.{key}={t.get(key)}" for key in varying)
+            out[k] = f"{label[:-1]}, {extra})" if label.endswith(")") else f"{label} ({extra})"
+    return out
 
 
 # ---------------------------------------------------------------------------- loading

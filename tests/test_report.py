@@ -547,3 +547,26 @@ def test_runs_differing_in_a_strategy_parameter_get_their_own_label(tmp_path):
     assert strategies["vaal (diversity_factor=4)"]["seeds"] == [0, 1]
     assert strategies["vaal (diversity_factor=4)"]["final"]["mean"] == pytest.approx(0.42)
     assert strategies["vaal (diversity_factor=0)"]["final"]["mean"] == pytest.approx(0.41)
+
+
+def test_runs_of_one_seed_differing_in_training_are_two_curves_not_one_mean(tmp_path):
+    """The same seed's runs trained for different numbers of steps (the region schedule check: warm_epochs 30
+    against 180) would otherwise be one label with a seed counted twice and a made-up std."""
+    runs = [make_run(tmp_path, "random-seed0", "random", 0, [0.30, 0.40], fractions=[0.1, 0.2])]
+    for name, warm, final in (("short", 30, 0.36), ("long", 180, 0.44)):
+        run = make_run(tmp_path / name, "entropy-seed0", "entropy", 0, [0.30, final], fractions=[0.1, 0.2])
+        recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+        recipe.setdefault("train", {})["warm_epochs"] = warm
+        (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+        runs.append(run)
+    strategies = summary_of(report(runs, tmp_path / "out"))["strategies"]
+    assert sorted(strategies) == ["entropy (train.warm_epochs=180)", "entropy (train.warm_epochs=30)", "random"]
+    assert strategies["entropy (train.warm_epochs=180)"]["final"]["mean"] == pytest.approx(0.44)
+    assert strategies["entropy (train.warm_epochs=30)"]["seeds"] == [0]
+    # seeds 0 and 1 of one schedule stay one label, even if their training settings differ
+    other = make_run(tmp_path / "other", "entropy-seed1", "entropy", 1, [0.30, 0.38], fractions=[0.1, 0.2])
+    recipe = yaml.safe_load((other / "recipe.yaml").read_text())
+    recipe.setdefault("train", {})["warm_epochs"] = 31
+    (other / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    strategies = summary_of(report([runs[0], runs[1], other], tmp_path / "out2"))["strategies"]
+    assert sorted(strategies) == ["entropy", "random"] and strategies["entropy"]["seeds"] == [0, 1]

@@ -416,6 +416,18 @@ def _auroc_cells(d: dict[str, Any]) -> list[str]:
     return [value, "–" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]", seeds or "–"]
 
 
+def auroc_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """VAAL's discriminator AUROC per acquisition, for table.md and the console: whether the discriminator
+    learned is what decides if VAAL's ranking means anything, so it belongs beside the results (the HTML
+    report adds each acquisition's classes). None when no run has one."""
+    rows = [[label, str(d["cycle"]), budget(summary, d["fraction"]), *_auroc_cells(d)]
+            for label, s in summary["strategies"].items() for d in s["diagnostics"] if d["auroc"] is not None]
+    if not rows:
+        return None
+    return ["strategy", "cycle", "labeled when acquiring", "discriminator AUROC", "AUROC 95% interval",
+            "each seed's 95% interval"], rows
+
+
 def _group_tables(summary: dict[str, Any]) -> str:
     parts = []
     for label, s in summary["strategies"].items():
@@ -529,6 +541,9 @@ def _print(summary: dict[str, Any], console) -> None:
     at_ceiling = ceiling_savings_rows(summary)
     if at_ceiling:
         tables.append((at_ceiling, "reaching the ceiling"))
+    auroc = auroc_rows(summary)
+    if auroc:
+        tables.append((auroc, "discriminator AUROC per acquisition (0.5: it cannot tell labeled from unlabeled)"))
     adjacent = adjacent_rows(summary)
     if adjacent:
         tables.append((adjacent, "adjacent picks (a pick's neighbouring frame acquired with it)"))
@@ -596,6 +611,9 @@ def report(run_dirs: list[Path], out: Path | None = None, console=None, target: 
     at_ceiling = ceiling_savings_rows(summary)
     if at_ceiling:
         md += "\nReaching the ceiling\n\n" + _markdown(*at_ceiling) + "\n"
+    auroc = auroc_rows(summary)
+    if auroc:
+        md += "\nDiscriminator AUROC per acquisition\n\n" + _markdown(*auroc) + f"\n{AUROC_NOTE}\n"
     adjacent = adjacent_rows(summary)
     if adjacent:
         md += "\nAdjacent picks\n\n" + _markdown(*adjacent) + f"\n{ADJACENT_NOTE}\n"

@@ -479,13 +479,17 @@ def test_budgets_spreads_settings_and_version_as_a_person_reads_them(tmp_path):
     assert "<td>37 (10.1%)</td><td>30.0 ± 14.1</td><td>60.0</td>" in page  # road: 2 seeds; pole: 1
     assert "<td>0.700 ± 0.141 (n = 2)</td><td>[0.000, 1.000]</td><td>[0.50, 0.70]; [0.70, 0.90]</td>" in page
     assert "lr [vaal: – / 0.01]" in page and "<td>data</td><td>dataset camvid</td>" in page and "segal 9.8.7" in page
+    md = (out / "table.md").read_text()  # the AUROC is in the table's notes too, not only the HTML page
+    assert "| vaal | 0 | 37 (10.1%) | 0.700 ± 0.141 (n = 2) | [0.000, 1.000] | [0.50, 0.70]; [0.70, 0.90] |" in md
 
 
 def test_one_seed_auroc_shows_its_own_interval(tmp_path):
     run = make_run(tmp_path, "vaal-seed0", "vaal", 0, [0.3, 0.4], [0.1, 0.2],
                    queries=[{"auroc": 0.6, "auroc_ci": [0.45, 0.75]}])
-    page = (report([run], tmp_path / "out") / "report.html").read_text()
+    out = report([run], tmp_path / "out")
+    page = (out / "report.html").read_text()
     assert "<td>0.600 (n = 1)</td><td>[0.450, 0.750]</td><td>[0.45, 0.75]</td>" in page
+    assert "| vaal | 0 | 10 (10.0%) | 0.600 (n = 1) | [0.450, 0.750] | [0.45, 0.75] |" in (out / "table.md").read_text()
     assert "segal version: not recorded" in page
 
 

@@ -398,7 +398,7 @@ def _diagnostics_tables(summary: dict[str, Any]) -> str:
     return "".join(parts) + f"<p class=\"note\">{html.escape(AUROC_NOTE)}</p>"
 
 
-AUROC_NOTE = ("discriminator AUROC (VAAL: labeled vs unlabeled images it did not train on; 0.5 = it cannot tell them "
+AUROC_NOTE = ("discriminator AUROC (VAAL: labeled vs unlabeled images, or regions, it did not train on; 0.5 = it cannot tell them "
               "apart): mean ± sample std over seeds (n = seeds); 95% interval: Student t over the seeds' AUROCs "
               "with two or more seeds, else the seed's own Hanley–McNeil interval.")
 

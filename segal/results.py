@@ -246,6 +246,22 @@ def _split_by_training(runs: list[RunData], labels: list[str]) -> list[str]:
     return out
 
 
+def _repeated_seeds(groups: dict[str, list[RunData]]) -> list[str]:
+    """A warning for each seed that two runs of one curve (or of the ceiling) share with nothing in their
+    labels to tell them apart (a run and its copy; ceilings of two schedules): the mean and std then count
+    that seed twice, which the reader must know."""
+    out = []
+    for label, members in groups.items():
+        by_seed: dict[str, list[RunData]] = {}
+        for r in members:
+            by_seed.setdefault(str(r.seed), []).append(r)
+        for seed, same in by_seed.items():
+            if len(same) > 1:
+                out.append(f"{label} seed {seed}: {len(same)} runs ({', '.join(str(r.dir) for r in same)}) are "
+                           "averaged as if they were different seeds; pass one of them")
+    return out
+
+
 # ---------------------------------------------------------------------------- loading
 
 def is_run_dir(path: Path) -> bool:
@@ -539,7 +555,7 @@ def summarize(runs: list[RunData], target: float = 0.95, axis: str | None = None
         s["savings"] = ([_savings(p, strategies[baseline]["curve"]) for p in s["curve"]]
                         if baseline is not None and label != baseline else None)
 
-    warnings: list[str] = []
+    warnings: list[str] = _repeated_seeds({**groups, "ceiling": ceiling_runs} if ceiling_runs else groups)
     notes: list[str] = []
     for label, s in strategies.items():
         s["paired"] = _paired(label, groups[label], curves[label], groups[baseline], curves[baseline], grid, common,

@@ -574,3 +574,21 @@ def test_runs_of_one_seed_differing_in_training_are_two_curves_not_one_mean(tmp_
     (other / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     strategies = summary_of(report([runs[0], runs[1], other], tmp_path / "out2"))["strategies"]
     assert sorted(strategies) == ["entropy", "random"] and strategies["entropy"]["seeds"] == [0, 1]
+
+
+def test_a_seed_given_twice_with_the_same_settings_is_warned_about(tmp_path):
+    """A run and its copy (two record folders passed at once) cannot be told apart by any setting; the
+    report still draws them, but says that the seed is counted twice."""
+    runs = [make_run(tmp_path / name, "random-seed0", "random", 0, [0.30, 0.40], fractions=[0.1, 0.2])
+            for name in ("a", "b")]
+    s = summary_of(report(runs, tmp_path / "out"))
+    (w,) = s["warnings"]
+    assert "random seed 0: 2 runs" in w and str(runs[0]) in w and str(runs[1]) in w
+    assert "warning: random seed 0" in (tmp_path / "out" / "table.md").read_text()
+    other = make_run(tmp_path / "c", "random-seed1", "random", 1, [0.30, 0.40], fractions=[0.1, 0.2])
+    assert summary_of(report([runs[0], other], tmp_path / "out2"))["warnings"] == []
+    # ceilings of one seed at two schedules (1x and 2x steps) would be one mean over a seed counted twice
+    ceilings = [make_run(tmp_path / name / "ceiling", "random-seed1", "random", 1, [v], fractions=[1.0])
+                for name, v in (("x1", 0.53), ("x2", 0.56))]
+    (w,) = summary_of(report([runs[0], *ceilings], tmp_path / "out3"))["warnings"]
+    assert w.startswith("ceiling seed 1: 2 runs")

@@ -3,26 +3,16 @@ segal's VAAL scores equal the bare forward pass's, and every registered strategy
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
 
 from segal.strategies import STRATEGIES
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench_acquisition.py"
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("bench_acquisition", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.tool_loader import load_tool
 
 
 def test_quick_run_writes_every_section(tmp_path):
-    bench = _load_tool()
+    bench = load_tool("bench_acquisition")
     threads = 2  # not the tool's 1 (nor conftest's), so that a leak would show
     torch.set_num_threads(threads)
     out = tmp_path / "bench.json"

@@ -6,29 +6,17 @@ Before scoring kept copies instead of torch views, peak RSS grew by about 250 by
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench_scale.py"
+from tests.tool_loader import load_tool
 
 
 def test_scoring_peak_memory_does_not_grow_with_the_pool():
-    spec = importlib.util.spec_from_file_location("bench_scale", TOOL)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_tool("bench_scale")
     small, large = bench.bench_scoring(20_000), bench.bench_scoring(200_000)
     assert small["chosen"] == large["chosen"] == 1000
     growth = large["peak_mb"] - small["peak_mb"]
     assert growth < 20, f"peak RSS grew {growth:.0f} MB from 20k to 200k ids"
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("bench_scale", TOOL)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
 
 
 def test_region_scores_are_the_mean_pixel_score_of_each_region_of_unlabeled_images(tmp_path):
@@ -38,7 +26,7 @@ def test_region_scores_are_the_mean_pixel_score_of_each_region_of_unlabeled_imag
     from segal.regions.maps import RegionSpec
     from segal.regions.state import RegionLabels
 
-    bench = _tool()
+    bench = load_tool("bench_scale")
     shape = (10, 13)  # patches of 4 px: the last row and column are narrower, so areas differ
     cache = RegionCache.build(bench.GridImages(3, shape), RegionSpec(method="grid", patch=4, resolution=shape),
                               tmp_path / "cache")
@@ -58,7 +46,7 @@ def test_region_scores_are_the_mean_pixel_score_of_each_region_of_unlabeled_imag
 
 
 def test_region_benchmark_runs_end_to_end_on_a_tiny_pool(tmp_path):
-    row = _tool().bench_regions(2, tmp_path, grid=(4, 5), patch=4)  # 2 images × 20 regions of 16 px
+    row = load_tool("bench_scale").bench_regions(2, tmp_path, grid=(4, 5), patch=4)  # 2 images × 20 regions of 16 px
     assert (row["regions"], row["labeled"], row["scored"]) == (40, 20, 20)
     assert row["budget_pixels"] == 0.05 * 2 * 16 * 20 == 32
     assert (row["chosen"], row["chosen_pixels"]) == (2, 32)

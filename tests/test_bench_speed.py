@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench_speed.py"
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("bench_speed", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from tests.tool_loader import load_tool
 
 
 def test_quick_run_in_one_process(tmp_path):
-    bench = _load_tool()
+    bench = load_tool("bench_speed")
     threads = 2  # not the tool's 1 (nor conftest's), so that a leak would show
     torch.set_num_threads(threads)
     out = tmp_path / "speed.json"
@@ -48,7 +37,7 @@ def test_quick_run_in_one_process(tmp_path):
 
 
 def test_the_authors_models_have_the_papers_shapes():
-    bench = _load_tool()
+    bench = load_tool("bench_speed")
     vae, disc = bench.AuthorsVAE(32), bench.AuthorsDiscriminator(32)
     recon, z, mu, logvar = vae(torch.randn(2, 3, 32, 32))
     assert recon.shape == (2, 3, 32, 32) and mu.shape == logvar.shape == z.shape == (2, 32)
@@ -61,7 +50,7 @@ def test_the_authors_models_have_the_papers_shapes():
 
 @pytest.mark.slow
 def test_quick_sharing_section(tmp_path):
-    bench = _load_tool()
+    bench = load_tool("bench_speed")
     result = bench.main(["--quick", "--sections", "sharing"])["sharing"]
     assert len(result["two_divided_steps_per_s"]) == len(result["two_all_cores_steps_per_s"]) == 2
     assert result["each_of_two_over_alone_divided"] == pytest.approx(
@@ -70,7 +59,7 @@ def test_quick_sharing_section(tmp_path):
 
 @pytest.mark.slow
 def test_quick_demo_section():
-    bench = _load_tool()
+    bench = load_tool("bench_speed")
     result = bench.main(["--quick", "--sections", "demo"])["demo"]
     assert len(result["alone"]["miou"]) == 2 and len(result["two_at_once"]) == 2  # cycle 0 and 1 of each
     assert result["two_at_once"][0]["miou"] == result["two_at_once"][1]["miou"] == result["alone"]["miou"]

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from tests.test_datasets import make_camvid
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "convergence.py"
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("convergence", TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = tool  # its dataclasses look their module up there
-    spec.loader.exec_module(tool)
-    return tool
+from tests.tool_loader import load_tool
 
 
 def test_every_point_runs_steps_and_double_for_every_seed():
-    tool = load_tool()
+    tool = load_tool("convergence")
     jobs = tool.jobs_for(tool.parse_points("37:800,145:1600"), [0, 1])
     assert [j.name for j in jobs] == ["n37-s800-seed0", "n37-s1600-seed0", "n145-s1600-seed0", "n145-s3200-seed0",
                                       "n37-s800-seed1", "n37-s1600-seed1", "n145-s1600-seed1", "n145-s3200-seed1"]
@@ -32,11 +20,11 @@ def test_every_point_runs_steps_and_double_for_every_seed():
 @pytest.mark.parametrize("bad", ["37", "37:", "a:800", "37:0", "0:800"])
 def test_a_bad_point_is_one_line(bad):
     with pytest.raises(SystemExit, match="LABELED:STEPS"):
-        load_tool().parse_points(bad)
+        load_tool("convergence").parse_points(bad)
 
 
 def test_verdict_is_the_mean_change_over_seeds_against_the_tolerance():
-    tool = load_tool()
+    tool = load_tool("convergence")
     miou = {"n37-s800-seed0": 40.0, "n37-s1600-seed0": 41.5, "n37-s800-seed1": 42.0, "n37-s1600-seed1": 42.1,
             "n145-s1600-seed0": 45.0, "n145-s3200-seed0": 47.0, "n145-s1600-seed1": 44.0, "n145-s3200-seed1": 46.6}
     small, large = tool.verdict([(37, 800), (145, 1600)], [0, 1], miou, tolerance=1.0)
@@ -48,7 +36,7 @@ def test_verdict_is_the_mean_change_over_seeds_against_the_tolerance():
 
 
 def test_quick_run_writes_the_table_and_skips_finished_runs(tmp_path, capsys):
-    tool = load_tool()
+    tool = load_tool("convergence")
     make_camvid(tmp_path / "camvid", "train", 40)  # 5% of 40 = 2: a valid budget
     make_camvid(tmp_path / "camvid", "val", 2)
     out = tmp_path / "conv"
@@ -67,14 +55,14 @@ def test_quick_run_writes_the_table_and_skips_finished_runs(tmp_path, capsys):
 
 
 def test_a_classification_run_is_read_as_its_accuracy_in_points(tmp_path):
-    tool = load_tool()
+    tool = load_tool("convergence")
     (tmp_path / "cycles" / "0").mkdir(parents=True)
     (tmp_path / "cycles" / "0" / "metrics.json").write_text(json.dumps({"fraction": 0.1, "accuracy": 0.4375}))
     assert tool.final_miou(tmp_path) == pytest.approx(43.75)
 
 
 def test_the_cifar10_check_runs_its_own_recipe_at_its_own_size(tmp_path):
-    tool = load_tool()
+    tool = load_tool("convergence")
     args = tool.argparse.Namespace(benchmark="cifar10", out=str(tmp_path), image_size=[32, 32], batch_size=128,
                                    data_root=None)
     cmd = tool.command(tool.Job(1000, 800, 1), args)

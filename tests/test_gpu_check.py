@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "gpu_check.py"
+from tests.tool_loader import load_tool
+
 CHECKS = ["amp", "channels_last", "torchrun", "vaal@64", "vaal@128", "vaal vs authors@32", "drn_d_22@64",
           "cityscapes loop"]
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("gpu_check", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def _run(tmp_path, *extra) -> dict:
     out = tmp_path / "gpu.json"
-    assert _load_tool().main(["--cpu", "--out", str(out), *extra]) == 0
+    assert load_tool("gpu_check").main(["--cpu", "--out", str(out), *extra]) == 0
     return json.loads(out.read_text())
 
 
@@ -47,5 +37,5 @@ def test_cpu_version_with_torchrun(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")
 def test_without_a_gpu_it_says_so_and_exits_2(capsys):
-    assert _load_tool().main([]) == 2
+    assert load_tool("gpu_check").main([]) == 2
     assert "--cpu" in capsys.readouterr().out

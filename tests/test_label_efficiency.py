@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
 
 from segal.config import load_recipe
 from segal.engine import planned_steps
+from tests.tool_loader import load_tool
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "label_efficiency.py"
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "camvid.yaml"
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("label_efficiency", TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = tool  # its dataclasses look their module up there
-    spec.loader.exec_module(tool)
-    return tool
 
 
 def args(tool, **changes) -> argparse.Namespace:
@@ -30,7 +21,7 @@ def args(tool, **changes) -> argparse.Namespace:
 
 
 def test_default_schedule_is_epochs_with_a_floor_and_reaches_40_percent():
-    tool = load_tool()
+    tool = load_tool("label_efficiency")
     overrides, params = tool.settings(args(tool))
     recipe = load_recipe(RECIPE, overrides)
     assert recipe.train.steps is None and recipe.train.epochs == tool.EPOCHS and recipe.train.min_steps == tool.MIN_STEPS
@@ -42,7 +33,7 @@ def test_default_schedule_is_epochs_with_a_floor_and_reaches_40_percent():
 
 
 def test_fixed_steps_restore_the_old_protocol():
-    tool = load_tool()
+    tool = load_tool("label_efficiency")
     overrides, _ = tool.settings(args(tool, steps=200))
     assert load_recipe(RECIPE, overrides).train.steps == 200
 
@@ -50,7 +41,7 @@ def test_fixed_steps_restore_the_old_protocol():
 def test_warm_epochs_warm_start_every_later_cycle():
     from segal.engine import cycle_schedule
 
-    tool = load_tool()
+    tool = load_tool("label_efficiency")
     cold = load_recipe(RECIPE, tool.settings(args(tool))[0])
     warm = load_recipe(RECIPE, tool.settings(args(tool, warm_epochs=30))[0])
     assert cold.train.reinit is True and cold.train.warm_epochs is None
@@ -88,7 +79,7 @@ def region_args(tool, **changes) -> argparse.Namespace:
 
 
 def test_region_runs_share_the_image_settings_and_add_4_cycles_of_5_percent_of_the_pixels():
-    tool = load_tool()
+    tool = load_tool("label_efficiency")
     image = load_recipe(RECIPE, tool.settings(region_args(tool, warm_epochs=30))[0])
     overrides, params = tool.region_settings(region_args(tool, warm_epochs=30))
     region = load_recipe(RECIPE, overrides)
@@ -102,7 +93,7 @@ def test_region_runs_share_the_image_settings_and_add_4_cycles_of_5_percent_of_t
 
 
 def test_the_image_report_leaves_the_region_folders_out(tmp_path):
-    tool = load_tool()
+    tool = load_tool("label_efficiency")
     for name in ("random-seed0", "ceiling/random-seed0", "regions/random-seed0", "regions-dominant/vaal-seed0",
                  "regions-warm60/random-seed0", "regions-dominant-warm60/class_balanced-seed0"):
         (tmp_path / name / "cycles").mkdir(parents=True)
@@ -113,7 +104,7 @@ def test_the_image_report_leaves_the_region_folders_out(tmp_path):
 
 
 def test_the_cifar10_benchmark_is_the_same_protocol_on_its_own_recipe():
-    tool = load_tool()
+    tool = load_tool("label_efficiency")
     bench = tool.BENCHMARKS["cifar10"]
     a = tool.parse_args(["--benchmark", "cifar10", "--warm-epochs", "30"])
     assert (a.batch_size, a.image_size, a.epochs, a.min_steps) == (128, [32, 32], bench.epochs, bench.min_steps)
@@ -130,7 +121,7 @@ def test_the_cifar10_benchmark_is_the_same_protocol_on_its_own_recipe():
 
 
 def test_regions_of_the_cifar10_benchmark_are_refused_in_one_line(capsys):
-    tool = load_tool()
+    tool = load_tool("label_efficiency")
     assert tool.main(["--benchmark", "cifar10", "--unit", "region"]) == 2
     assert "needs segmentation masks" in capsys.readouterr().out
 
@@ -139,7 +130,7 @@ def test_a_later_invocation_takes_cycle_0_from_the_runs_already_in_out(tmp_path,
     """One strategy at a time (two workers on a queue) still trains one cycle 0 a seed."""
     import segal.sweep
 
-    tool = load_tool()
+    tool = load_tool("label_efficiency")
     for name in ("random-seed0", "regions/random-seed0"):
         (tmp_path / name / "cycles").mkdir(parents=True)
         (tmp_path / name / "recipe.yaml").write_text("{}")
@@ -153,7 +144,7 @@ def test_an_empty_or_runless_out_folder_has_no_donors_and_is_no_error(tmp_path, 
     """A fresh machine's first invocation: --out made beforehand (or holding records only being restored)."""
     import segal.sweep
 
-    tool = load_tool()
+    tool = load_tool("label_efficiency")
     seen = {}
     monkeypatch.setattr(segal.sweep, "sweep", lambda *a, **kw: seen.update(kw))
     (tmp_path / "empty").mkdir()
@@ -171,7 +162,7 @@ def test_ceiling_only_trains_the_seeds_ceilings_and_no_strategy_run(tmp_path, mo
     import segal.sweep
     from segal.config import CEILING_OVERRIDES
 
-    tool = load_tool()
+    tool = load_tool("label_efficiency")
     calls, reported = [], []
 
     def fake_sweep(recipe, strategies, seeds, out, overrides, *args, **kwargs):
@@ -188,7 +179,7 @@ def test_ceiling_only_trains_the_seeds_ceilings_and_no_strategy_run(tmp_path, mo
 
 
 def test_ceiling_only_is_refused_for_the_region_benchmark_in_one_line(capsys):
-    tool = load_tool()
+    tool = load_tool("label_efficiency")
     assert tool.main(["--unit", "region", "--ceiling-only"]) == 2
     assert "drop --unit region" in capsys.readouterr().out
 
@@ -198,7 +189,7 @@ def test_vaal_diversity_runs_go_to_their_own_folder_and_take_cycle_0_from_out(tm
     seed's cycle 0 from the runs already in OUT."""
     import segal.sweep
 
-    tool = load_tool()
+    tool = load_tool("label_efficiency")
     (tmp_path / "vaal-seed0" / "cycles").mkdir(parents=True)
     (tmp_path / "vaal-seed0" / "recipe.yaml").write_text("{}")
     seen = {}
@@ -212,7 +203,7 @@ def test_vaal_diversity_runs_go_to_their_own_folder_and_take_cycle_0_from_out(tm
 
 
 def test_vaal_diversity_is_refused_off_vaal_or_below_2_in_one_line(capsys):
-    tool = load_tool()
+    tool = load_tool("label_efficiency")
     for argv in (["--strategies", "random,vaal", "--vaal-diversity", "4"], ["--strategies", "vaal", "--vaal-diversity", "1"],
                  ["--unit", "region", "--strategies", "vaal", "--vaal-diversity", "4"],  # --dominant class_balanced
                  ["--unit", "region", "--strategies", "entropy", "--dominant", "", "--vaal-diversity", "4"]):
@@ -227,7 +218,7 @@ def test_region_warm_epochs_train_the_region_runs_longer_in_their_own_folders_fr
     import segal.results
     import segal.sweep
 
-    tool = load_tool()
+    tool = load_tool("label_efficiency")
     plain = load_recipe(RECIPE, tool.region_settings(region_args(tool, warm_epochs=30))[0])
     longer = load_recipe(RECIPE, tool.region_settings(region_args(tool, warm_epochs=30, region_warm_epochs=60))[0])
     assert (plain.train.warm_epochs, longer.train.warm_epochs) == (30, 60)
@@ -253,7 +244,7 @@ def test_region_vaal_diversity_runs_go_to_their_own_region_folder_with_the_facto
     import segal.results
     import segal.sweep
 
-    tool = load_tool()
+    tool = load_tool("label_efficiency")
     assert tool.region_settings(region_args(tool, vaal_diversity=4))[1]["vaal"]["diversity_factor"] == 4
     assert "diversity_factor" not in tool.region_settings(region_args(tool))[1]["vaal"]
     calls = []
@@ -275,7 +266,7 @@ def test_a_region_invocation_records_costs_of_its_own_runs_only(tmp_path, monkey
     import segal.report
     import segal.sweep
 
-    tool = load_tool()
+    tool = load_tool("label_efficiency")
     for name in ("random-seed0", "regions/entropy-seed0", "regions/class_balanced-seed0", "regions-dominant/x-seed0"):
         (tmp_path / name / "cycles").mkdir(parents=True)
         (tmp_path / name / "recipe.yaml").write_text("{}")
@@ -290,7 +281,7 @@ def test_a_region_invocation_records_costs_of_its_own_runs_only(tmp_path, monkey
 
 
 def test_region_warm_epochs_are_refused_off_the_warm_started_region_benchmark_in_one_line(capsys):
-    tool = load_tool()
+    tool = load_tool("label_efficiency")
     for argv in (["--region-warm-epochs", "60", "--warm-epochs", "30"], ["--unit", "region", "--region-warm-epochs", "60"],
                  ["--unit", "region", "--warm-epochs", "30", "--region-warm-epochs", "0"]):
         assert tool.main(argv) == 2

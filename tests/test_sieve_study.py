@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "sieve_study.py"
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("sieve_study", TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = tool
-    spec.loader.exec_module(tool)
-    return tool
+from tests.tool_loader import load_tool
 
 
 def test_each_rule_drops_the_pixels_its_threshold_names_and_void_pixels_never_count():
-    tool = load_tool()
+    tool = load_tool("sieve_study")
     # 1×5 pixels, 3 classes: right (confident), wrong (network says its true class at 0.75), right (network
     # disagrees at 0.6), unlabeled (255), labeled but void in the ground truth
     probs = np.array([[0.8, 0.2, 0.6, 0.1, 0.1],

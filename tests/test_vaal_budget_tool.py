@@ -3,9 +3,7 @@ larger budget trains proportionally more, the run folder is left as it was, and 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,17 +12,9 @@ import yaml
 import tests.tiny  # noqa: F401  (registers tiny-seg)
 from segal.cli import main
 from tests.tiny import tiny_recipe
+from tests.tool_loader import load_tool
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "vaal_budget.py"
 VAAL = {"image_size": 32, "z_dim": 8, "width": 8, "batch_size": 8, "epochs": 1.0}
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("vaal_budget", TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = tool
-    spec.loader.exec_module(tool)
-    return tool
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
@@ -45,7 +35,7 @@ def vaal_run(tmp_path_factory) -> Path:
 def test_own_budget_reproduces_the_runs_picks_and_more_epochs_train_more(vaal_run, tmp_path):
     before = snapshot(vaal_run)
     out = tmp_path / "budget.json"
-    assert load_tool().main([str(vaal_run), "--cycle", "1", "--epochs", "1,3", "--cache", str(tmp_path / "cache"),
+    assert load_tool("vaal_budget").main([str(vaal_run), "--cycle", "1", "--epochs", "1,3", "--cache", str(tmp_path / "cache"),
                              "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     own, triple = result["budgets"]
@@ -58,7 +48,7 @@ def test_own_budget_reproduces_the_runs_picks_and_more_epochs_train_more(vaal_ru
 
 
 def test_bad_input_is_one_line_exit_2(vaal_run, tmp_path, capsys):
-    tool = load_tool()
+    tool = load_tool("vaal_budget")
     assert tool.main([str(vaal_run), "--cycle", "5", "--out", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err
     assert "no labeled set for cycles 0 … 5" in err and len(err.strip().splitlines()) == 1
@@ -73,7 +63,7 @@ def test_bad_input_is_one_line_exit_2(vaal_run, tmp_path, capsys):
 def test_an_unwritable_out_is_one_line_naming_it(vaal_run, tmp_path, capsys):
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
-    assert load_tool().main([str(vaal_run), "--cycle", "0", "--epochs", "1", "--cache", str(tmp_path / "cache"),
+    assert load_tool("vaal_budget").main([str(vaal_run), "--cycle", "0", "--epochs", "1", "--cache", str(tmp_path / "cache"),
                              "--out", str(blocked / "out.json")]) == 2
     err = capsys.readouterr().err
     assert str(blocked) in err and "fix:" in err and len(err.strip().splitlines()) == 1

@@ -27,3 +27,14 @@ def test_each_rule_drops_the_pixels_its_threshold_names_and_void_pixels_never_co
     assert shares["lowp@0.1"] == {"wrong_dropped": 0.0, "right_dropped": 0.0, "noise_after": pytest.approx(1 / 3)}
     with pytest.raises(ValueError, match="unknown rule"):
         tool.drop_mask("median", 0.5, probs, np.zeros((1, 5), dtype=np.int64))
+
+
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
+    tool = load_tool("sieve_study")
+    out = tmp_path / "sieve.json"
+    assert tool.main([str(tmp_path / "no-run"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no-run" in err and "fix:" in err
+    assert tool.main([str(tmp_path / "no-run"), "--out", str(tmp_path)]) == 2  # a folder as --out
+    assert "--out is a folder" in capsys.readouterr().err
+    assert not out.exists()

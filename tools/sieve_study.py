@@ -20,7 +20,6 @@ writes nothing into it; one thread, a few CPU minutes a cycle on CamVid::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -28,6 +27,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from segal.cli import os_error_line  # noqa: E402
+from segal.errors import UserError  # noqa: E402
+from segal.fileio import atomic_write_json  # noqa: E402
 
 RULES = [("disagree", t) for t in (0.3, 0.5, 0.7, 0.9)] + [("lowp", t) for t in (0.05, 0.1, 0.2, 0.3)]
 
@@ -77,8 +80,9 @@ def study(run_dir: Path) -> dict[int, dict]:
 
     torch.set_num_threads(1)
     run = open_run(run_dir)
-    if run.region_oracle != "dominant":
-        raise SystemExit(f"{run_dir}: not a dominant-oracle region run")
+    if run.recipe.active.unit != "region" or run.region_oracle != "dominant":
+        raise UserError("not a region run with the dominant oracle", path=run_dir / "recipe.yaml",
+                        fix="pass a run with active.unit: region and regions.oracle: dominant")
     state = PoolState.load(run.state_path)
     cache = run.region_cache()
     labels = load_region_labels(state, run.state_path, cache.offsets)
@@ -109,8 +113,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="a finished region run with regions.oracle: dominant")
     parser.add_argument("--out", type=Path, required=True, help="JSON of the shares per cycle and rule")
     args = parser.parse_args(argv)
-    result = study(args.run_dir)
-    args.out.write_text(json.dumps(result, indent=1))
+    try:
+        if args.out.exists() and args.out.is_dir():
+            raise UserError("--out is a folder, a JSON file was expected", path=args.out, fix="pass a file name")
+        result = study(args.run_dir)
+        atomic_write_json(args.out, result)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # one line, as segal says it
+        return 2
+    except OSError as exc:  # an unwritable --out, a full disk
+        line = os_error_line(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2
     for cycle, res in result.items():
         rows = [f"{k} {100 * v['wrong_dropped']:.0f}%/{100 * v['right_dropped']:.1f}%→{100 * v['noise_after']:.1f}%"
                 for k, v in res.items() if isinstance(v, dict)]

@@ -461,6 +461,21 @@ def adjacent_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]] 
     return ["strategy", "adjacent picks (%)", "acquisitions", "per seed (%)"], rows
 
 
+NOISE_NOTE = ("Label noise: the share of the labeled pixels whose label is wrong, from the simulated dominant oracle's "
+              "metrics.json (every pixel of a region takes its majority class); mean ± sample std over seeds.")
+
+
+def noise_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """The dominant oracle's label noise per cycle and strategy, for table.md, the console and the HTML report:
+    what one click per region costs in wrong labels, beside what it saves.  None when no run records it."""
+    rows = [[label, str(d["cycle"]), budget(summary, d["x"]),
+             f"{_pct(d['mean'])} ± {_pct(d['std'])}" if d["n"] > 1 else _pct(d["mean"]), str(d["n"])]
+            for label, s in summary["strategies"].items() for d in s.get("label_noise") or []]
+    if not rows:
+        return None
+    return ["strategy", "cycle", _axis_header(summary), "wrong labels (%)", "seeds"], rows
+
+
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 #settings td,#settings th,.diag td:last-child,.diag th:last-child{text-align:left;white-space:normal}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -512,11 +527,20 @@ def render_html(summary: dict[str, Any], png: bytes) -> str:
         + f"<p class=\"note\">{html.escape(note)}</p>" + paired_html + savings_html + warnings_html
         + f"<h2>Per-class {'IoU' if summary['metric'] == 'miou' else 'accuracy'} (%)</h2>" + _per_class_tables(summary)
         + "<h2>Acquisition diagnostics</h2>" + _diagnostics_tables(summary) + _group_tables(summary)
+        + _noise_html(summary)
         + _compute_html(summary)
         + "<h2>Settings</h2><p class=\"note\">from the runs' recipe.yaml (seeds and folders: see Runs)</p>"
         + _html_table(*settings_rows(summary), table_id="settings")
         + f"<h2>Runs</h2><ul>{runs}</ul><script>{_SCRIPT}</script></body></html>"
     )
+
+
+def _noise_html(summary: dict[str, Any]) -> str:
+    noise = noise_rows(summary)
+    if not noise:
+        return ""
+    return ("<h2>Label noise of the dominant oracle</h2>" + _html_table(*noise, table_id="label-noise")
+            + f"<p class=\"note\">{html.escape(NOISE_NOTE)}</p>")
 
 
 def _compute_html(summary: dict[str, Any]) -> str:
@@ -544,6 +568,9 @@ def _print(summary: dict[str, Any], console) -> None:
     auroc = auroc_rows(summary)
     if auroc:
         tables.append((auroc, "discriminator AUROC per acquisition (0.5: it cannot tell labeled from unlabeled)"))
+    noise = noise_rows(summary)
+    if noise:
+        tables.append((noise, "label noise of the dominant oracle (share of labeled pixels that are wrong)"))
     adjacent = adjacent_rows(summary)
     if adjacent:
         tables.append((adjacent, "adjacent picks (a pick's neighbouring frame acquired with it)"))
@@ -614,6 +641,9 @@ def report(run_dirs: list[Path], out: Path | None = None, console=None, target: 
     auroc = auroc_rows(summary)
     if auroc:
         md += "\nDiscriminator AUROC per acquisition\n\n" + _markdown(*auroc) + f"\n{AUROC_NOTE}\n"
+    noise = noise_rows(summary)
+    if noise:
+        md += "\nLabel noise of the dominant oracle\n\n" + _markdown(*noise) + f"\n{NOISE_NOTE}\n"
     adjacent = adjacent_rows(summary)
     if adjacent:
         md += "\nAdjacent picks\n\n" + _markdown(*adjacent) + f"\n{ADJACENT_NOTE}\n"

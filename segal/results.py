@@ -527,6 +527,7 @@ def summarize(runs: list[RunData], target: float = 0.95, axis: str | None = None
             "runs": [str(r.dir) for r in members], "seeds": sorted({r.seed for r in members if r.seed is not None}),
             "curve": curve, "per_class": per_class, "diagnostics": _diagnostics(members, axis, exact),
             "adjacent_share": _adjacent_summary(members),
+            "label_noise": _label_noise(members, axis),
         }
 
     common = sorted(set.intersection(*({p["fraction"] for p in s["curve"]} for s in strategies.values())))
@@ -808,6 +809,25 @@ def _adjacent_summary(members: list[RunData]) -> dict[str, Any] | None:
     per_seed = {seed: float(np.mean(v)) for seed, v in sorted(per_run.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)) if v}
     every = [a for v in per_run.values() for a in v]
     return {"mean": float(np.mean(every)), "acquisitions": len(every), "seeds": per_seed} if every else None
+
+
+def _label_noise(members: list[RunData], axis: str) -> list[dict[str, Any]] | None:
+    """Per cycle, the share of labeled pixels whose label is wrong (the simulated dominant oracle's
+    ``label_noise`` in metrics.json): mean and sample std over seeds, each seed's share, and the mean
+    ``x`` of that cycle.  ``None`` when no run records it (precise and human oracles, image runs)."""
+    by_cycle: dict[int, list[tuple[RunData, dict[str, Any]]]] = {}
+    for r in members:
+        for m in r.metrics:
+            noise = m.get("label_noise")
+            if isinstance(noise, dict) and noise.get("labeled_pixels"):
+                by_cycle.setdefault(int(m["cycle"]), []).append((r, m))
+    out = []
+    for c, found in sorted(by_cycle.items()):
+        shares = [m["label_noise"]["wrong_pixels"] / m["label_noise"]["labeled_pixels"] for _, m in found]
+        mean, std = mean_std(shares)
+        out.append({"cycle": c, "x": float(np.mean([r.x(m, axis) for r, m in found])), "mean": mean, "std": std,
+                    "n": len(shares), "seeds": {str(r.seed): v for (r, _), v in zip(found, shares, strict=True)}})
+    return out or None
 
 
 def _clipped(interval: list[float]) -> list[float]:

@@ -317,3 +317,29 @@ def test_the_cost_grid_keeps_every_cycle_of_a_strategy_whose_cycles_cost_little(
     assert cost_grid(curves)[4:6] == [44_000, 70_379]  # 44,050 merges into the precise run's 44,000
     close = {"a": runs([0, 10, 1000, 2000]), "b": runs([5, 1003])}  # a's step 990 (median): 0 and 10 stay apart
     assert cost_grid(close) == [0, 10, 1000, 2000]
+
+
+def test_the_dominant_oracles_label_noise_is_reported_per_cycle_over_seeds(tmp_path, mixed_runs):
+    """metrics.json's ``label_noise`` (dominant oracle) becomes a table: each cycle's mean ± sample std of the
+    seeds' wrong shares, at the cycle's mean x; runs without it (precise, image) add no row."""
+    root = tmp_path / "runs"
+    noise = {0: [(70, 1000), (110, 1000), (150, 1000)], 1: [(90, 1000), (130, 1000), (150, 1000)]}
+    for s, cells in noise.items():
+        run = cost_run(root, f"class_balanced-dominant-seed{s}", "class_balanced", s, "region", [0.10, 0.20, 0.30],
+                       [40, 80, 120], [0.40, 0.55, 0.60], oracle="dominant")
+        for k, (wrong, labeled) in enumerate(cells):
+            path = run / "cycles" / str(k) / "metrics.json"
+            metrics = json.loads(path.read_text())
+            metrics["label_noise"] = {"wrong_pixels": wrong, "labeled_pixels": labeled, "share": wrong / labeled}
+            path.write_text(json.dumps(metrics))
+    out = report([root], tmp_path / "rep")
+    s = summary_of(out)["strategies"]
+    assert s["entropy (regions)"]["label_noise"] is None and s["random (images)"]["label_noise"] is None
+    rows = s["class_balanced (regions, dominant)"]["label_noise"]
+    assert [r["cycle"] for r in rows] == [0, 1, 2] and [r["n"] for r in rows] == [2, 2, 2]
+    assert [r["mean"] for r in rows] == pytest.approx([0.08, 0.12, 0.15])
+    assert [r["std"] for r in rows] == pytest.approx([0.02 / math.sqrt(2), 0.02 / math.sqrt(2), 0.0])
+    assert rows[0]["seeds"] == {"0": pytest.approx(0.07), "1": pytest.approx(0.09)}
+    table = (out / "table.md").read_text()
+    assert "| class_balanced (regions, dominant) | 1 | 20.0% | 12.00 ± 1.41 | 2 |" in table
+    assert 'id="label-noise"' in (out / "report.html").read_text()

@@ -89,7 +89,7 @@ def study(run_dir: Path) -> dict[int, dict]:
     pool, ignore = run.pool, run.pool.classes.ignore_index
     cycles = sorted(int(p.parent.name) for p in run_dir.glob("cycles/*/task.pt"))
     out = {}
-    for c in [c for c in cycles if c + 1 <= state.cycle and c + 1 > 0]:
+    for c in [c for c in cycles if c + 1 <= state.cycle]:  # the network cycle c + 1 warm-starts from
         model = run.load_task_model(c).eval()
         view = RegionTrainingView(pool, cache, labels, "dominant", c + 1)
         images = view.training_images()

@@ -114,12 +114,12 @@ def overview_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         header += ["% of ceiling", f"{spent} to 90% of ceiling", f"{spent} to 95% of ceiling"]
     rows = []
     for label, s in summary["strategies"].items():
-        gain = s["gain_over_random"][-1]["gain"] if s["gain_over_random"] else None
+        gain = next((g["gain"] for g in s["gain_over_random"] or [] if g["fraction"] == s["final"]["fraction"]), None)
         paired = s.get("paired") or {}
         final_gain = next((g for g in paired.get("per_budget", []) if g["fraction"] == s["final"]["fraction"]), None)
         row = [
             label, str(len(s["seeds"])), _cell(s["final"]),
-            f"{100 * s['auc']:.2f} ± {100 * s['auc_std']:.2f}" if len(s["seeds"]) > 1 else f"{100 * s['auc']:.2f}",
+            f"{100 * s['auc']:.2f} ± {100 * s['auc_std']:.2f}" if s["auc_std"] is not None else f"{100 * s['auc']:.2f}",
             _never(summary, s["fraction_to_target"]),
             "–" if gain is None else f"{100 * gain:+.2f}",
             _gain(final_gain), _gain(paired.get("auc")),

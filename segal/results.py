@@ -23,7 +23,9 @@ cost records has ``fraction`` only.
   no value for that run, and a strategy's mean there is over the seeds that have one, ``n``).  The
   grid: every strategy's per-cycle mean x (over its seeds), pooled and sorted; points within a quarter
   of a cycle step of the first point of a group are one grid point, the group's smallest (so it lies
-  within the range of every strategy that has a point there, the last budget included), the step being
+  within the range of every strategy that has a point there, the last budget included), moved into the
+  range of every *run* of those strategies where it lies outside one (on clicks, seeds' cycle 0 costs
+  differ: a mean-of-seeds point below one seed's first cycle would leave that seed out), the step being
   each strategy's own median cycle step (the smaller of the two), and no group holding two points of one
   strategy: on clicks, a dominant run's cheap cycles (a click a region) each keep their grid point.
   Every statistic below is then taken at the grid points ("budgets"); per-class scores stay at each
@@ -40,7 +42,10 @@ Statistics (every number is also in ``summary.json``, metrics as fractions in [0
   range, i.e. the curve's average height, comparable to the metric itself.  It is taken over the
   budgets that every strategy reached, so strategies are compared on the same range (a run that is
   still going does not shorten or lengthen another's).  With a single common budget it is the value
-  there.  ``auc`` uses the mean curve; ``auc_std`` is the spread of the per-seed areas.
+  there.  ``auc`` uses the mean curve; ``auc_std`` is the spread of the per-seed areas (``None`` when
+  fewer than two seeds span the range).  When no budget is common to every strategy (a dominant run's
+  clicks end before the others' begin), each AUC is over its own range and each paired AUC gain over
+  the budgets the strategy shares with the baseline, with a warning.
 - fraction to target: the smallest labeled fraction at which a strategy's mean reaches
   ``target`` × the best final mean over strategies (final = the strategy's last budget), ``None``
   if it never does.
@@ -459,15 +464,26 @@ def cost_grid(curves: dict[str, list[_Points]]) -> list[float]:
         steps = [b - a for a, b in zip(own, own[1:], strict=False) if b > a]
         tol = 0.25 * float(np.median(steps)) if steps else 0.0
         points += [(x, tol, label) for x in own]
-    grid: list[float] = []
+    groups: list[tuple[float, set[str]]] = []
     start, start_tol, members = None, 0.0, set()
     for x, tol, label in sorted(points):
         if start is not None and x - start <= min(tol, start_tol) and label not in members:
             members.add(label)
             continue
-        grid.append(x)
-        start, start_tol, members = x, tol, {label}
-    return grid
+        members = {label}
+        groups.append((x, members))
+        start, start_tol = x, tol
+    return sorted({_within_every_run(x, [curves[label] for label in members]) for x, members in groups})
+
+
+def _within_every_run(x: float, member_runs: list[list[_Points]]) -> float:
+    """``x`` moved into ``[latest first x, earliest last x]`` of every run of the group's strategies, so that
+    each seed has a value there: on clicks the seeds' cycle 0 cost different clicks (other images), and a
+    mean-of-seeds point below one seed's first cycle or past one's last would leave that seed out of the
+    budget and out of the AUC.  Unchanged when those ranges do not overlap."""
+    runs = [p for member in member_runs for p in member]
+    lo, hi = max(float(p.x[0]) for p in runs), min(float(p.x[-1]) for p in runs)
+    return x if lo > hi else min(max(x, lo), hi)
 
 
 def summarize(runs: list[RunData], target: float = 0.95, axis: str | None = None) -> dict[str, Any]:
@@ -531,6 +547,11 @@ def summarize(runs: list[RunData], target: float = 0.95, axis: str | None = None
         }
 
     common = sorted(set.intersection(*({p["fraction"] for p in s["curve"]} for s in strategies.values())))
+    warnings: list[str] = _repeated_seeds({**groups, "ceiling": ceiling_runs} if ceiling_runs else groups)
+    if not common and len(strategies) > 1:
+        warnings.append("no budget on this axis is reached by every strategy, so each AUC is over its strategy's own "
+                        "range (not comparable across strategies) and each paired AUC gain over the budgets that "
+                        "strategy shares with the baseline")
     finals = {label: s["curve"][-1]["mean"] for label, s in strategies.items()}
     best_label = max(finals, key=lambda label: finals[label])
     threshold = target * finals[best_label]
@@ -543,7 +564,7 @@ def summarize(runs: list[RunData], target: float = 0.95, axis: str | None = None
             own = [p.at(f) for f in span]
             if all(v is not None for v in own):
                 per_seed.append(normalised_auc(span, [float(v) for v in own if v is not None]))
-        s["auc_std"] = mean_std(per_seed)[1] if per_seed else 0.0
+        s["auc_std"] = mean_std(per_seed)[1] if len(per_seed) > 1 else None  # None: fewer than 2 seeds span it
         s["auc_range"] = [span[0], span[-1]]
         s["final"] = {k: s["curve"][-1][k] for k in ("fraction", "mean", "std", "n")}
         s["fraction_to_target"] = next((p["fraction"] for p in s["curve"] if p["mean"] >= threshold), None)
@@ -556,11 +577,15 @@ def summarize(runs: list[RunData], target: float = 0.95, axis: str | None = None
         s["savings"] = ([_savings(p, strategies[baseline]["curve"]) for p in s["curve"]]
                         if baseline is not None and label != baseline else None)
 
-    warnings: list[str] = _repeated_seeds({**groups, "ceiling": ceiling_runs} if ceiling_runs else groups)
     notes: list[str] = []
     for label, s in strategies.items():
-        s["paired"] = _paired(label, groups[label], curves[label], groups[baseline], curves[baseline], grid, common,
-                              warnings, notes) if baseline is not None and label != baseline else None
+        if baseline is None or label == baseline:
+            s["paired"] = None
+            continue
+        shared = common or sorted({p["fraction"] for p in s["curve"]}
+                                  & {p["fraction"] for p in strategies[baseline]["curve"]})
+        s["paired"] = _paired(label, groups[label], curves[label], groups[baseline], curves[baseline], grid, shared,
+                              warnings, notes)
     ceiling = _ceiling(ceiling_runs, metric)
     for s in strategies.values():
         s["of_ceiling"] = None if ceiling is None else s["final"]["mean"] / ceiling["mean"]
@@ -721,6 +746,8 @@ def _paired(label: str, members: list[RunData], mine: list[_Points], randoms: li
     pairs: list[tuple[_Points, _Points, RunData]] = []
     for run, points in zip(members, mine, strict=True):
         if run.seed not in by_seed:
+            warnings.append(f"{label} seed {run.seed}: the baseline has no run of that seed, so it is left out of the "
+                            f"paired statistics ({run.dir})")
             continue
         other, other_points = by_seed[run.seed]
         if run.initial is None or other.initial is None:

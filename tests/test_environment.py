@@ -92,7 +92,7 @@ def test_the_benchmark_warns_about_seeds_whose_runs_came_from_another_environmen
     from rich.console import Console
 
     from segal.records import foreign_seeds, logged_fingerprints
-    from tests.test_label_efficiency import load_tool
+    from tests.tool_loader import load_tool
 
     mine = numeric_fingerprint()
     runs = [_finished_run(tmp_path, "random-seed0", []), _finished_run(tmp_path, "coreset-seed0", [mine]),
@@ -101,7 +101,7 @@ def test_the_benchmark_warns_about_seeds_whose_runs_came_from_another_environmen
     assert foreign_seeds(runs, [0, 1, 2], mine) == {0: ["random-seed0 (environment not recorded)"],
                                                     1: [f"random-seed1 (0123456789ab, {mine})"]}
     ceiling = _finished_run(tmp_path / "ceiling", "random-seed2", [])  # another machine's, but no pair
-    tool = load_tool()
+    tool = load_tool("label_efficiency")
     console = Console(record=True, width=400)
     # entropy is still to compute for every seed: seeds 0 and 1 are warned, seed 2 (all here) is not
     assert tool.warn_foreign_seeds([*runs, ceiling], [0, 1, 2], ["random", "entropy"], console) == [0, 1]

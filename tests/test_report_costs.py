@@ -106,21 +106,54 @@ def test_mixed_runs_default_to_pixels_interpolated_at_a_common_grid(tmp_path, mi
     assert ent["paired"]["auc"]["gains"] == pytest.approx(auc_gains)
 
 
-def test_clicks_axis_leaves_out_points_outside_a_runs_range(tmp_path, mixed_runs):
+def test_clicks_axis_puts_each_budget_within_every_seeds_range_and_never_extrapolates(tmp_path, mixed_runs):
     s = summary_of(report(mixed_runs, tmp_path / "out", axis="clicks"))
-    # cycle means 110/210/310 (random) and 50/150/250 (entropy), a step of 100: six grid points
-    assert s["axis"] == "clicks" and s["fractions"] == pytest.approx([50, 110, 150, 210, 250, 310])
+    # cycle means 110/210/310 (random) and 50/150/250 (entropy), a step of 100: six grid points; random's first
+    # and last move into every seed's range (seed 1 starts at 120, seed 0 ends at 300), so no seed drops out there
+    assert s["axis"] == "clicks" and s["fractions"] == pytest.approx([50, 120, 150, 210, 250, 300])
     rnd = {p["fraction"]: p for p in s["strategies"]["random (images)"]["curve"]}
     assert 50 not in rnd  # below every random run's first point: no extrapolation
-    assert rnd[110]["seeds"] == [0, 2] and rnd[110]["values"] == pytest.approx([0.41, 0.42])  # seed 1 starts at 120
-    # at 250: 0.50 + 0.5 × 0.10, 0.54 + 0.3 × 0.08, 0.52 + 0.4 × 0.09
+    assert rnd[120]["seeds"] == [0, 1, 2] and rnd[120]["values"] == pytest.approx([0.42, 0.44, 0.43])
+    # at 250: 0.50 + 0.5 × 0.10, 0.54 + 0.3 × 0.08, 0.52 + 0.4 × 0.09; at 300: 0.60, 0.54 + 0.8 × 0.08, 0.52 + 0.9 × 0.09
     assert rnd[250]["values"] == pytest.approx([0.55, 0.564, 0.556])
+    assert rnd[300]["values"] == pytest.approx([0.60, 0.604, 0.601])
     ent = s["strategies"]["entropy (regions)"]
-    assert [p["fraction"] for p in ent["curve"]] == [50, 110, 150, 210, 250]  # 310 is past its last point
+    assert [p["fraction"] for p in ent["curve"]] == [50, 120, 150, 210, 250]  # 300 is past its last point
     at_150 = next(g for g in ent["paired"]["per_budget"] if g["fraction"] == 150)
     assert at_150["gains"] == pytest.approx([0.58 - 0.45, 0.58 - 0.47, 0.56 - 0.46])
+    assert s["strategies"]["random (images)"]["auc_std"] is not None  # every seed spans the common budgets
     table = (tmp_path / "out" / "table.md").read_text()
-    assert "| clicks |" in table and "(n = 2)" in table and "interpolated linearly" in table
+    assert "| clicks |" in table and "interpolated linearly" in table
+
+
+def test_a_seed_without_a_baseline_run_is_named_not_dropped_silently(tmp_path, mixed_runs):
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs" / "random-seed1")
+    s = summary_of(report([tmp_path / "runs"], tmp_path / "out"))
+    ent = s["strategies"]["entropy (regions)"]
+    assert ent["paired"]["pairs"] == 2 and ent["paired"]["auc"]["seeds"] == [0, 2]
+    assert any(w.startswith("entropy (regions) seed 1: the baseline has no run of that seed") for w in s["warnings"])
+
+
+def test_a_strategy_outside_every_other_range_keeps_the_others_paired_areas(tmp_path, mixed_runs):
+    """On clicks a dominant run's cycles (a click a region) can end before image random's first: then no budget
+    is common to all, each paired area is taken over the budgets its strategy shares with the baseline, a
+    warning says so, and a gain "at final" is shown only at the strategy's own final budget."""
+    root = tmp_path / "runs"
+    for s in RANDOM_IMAGES:
+        cost_run(root, f"class_balanced-dominant-seed{s}", "class_balanced", s, "region", [0.10, 0.15, 0.20],
+                 [10, 20, 30], [0.38, 0.48, 0.50], oracle="dominant")
+    out = report([root], tmp_path / "out", axis="clicks")
+    s = summary_of(out)
+    assert s["common_fractions"] == []
+    assert any(w.startswith("no budget on this axis is reached by every strategy") for w in s["warnings"])
+    ent, dom = s["strategies"]["entropy (regions)"], s["strategies"]["class_balanced (regions, dominant)"]
+    assert ent["paired"]["auc"] is not None and len(ent["paired"]["auc"]["seeds"]) == 3
+    assert dom["paired"]["auc"] is None  # it shares no budget with random
+    row = next(line for line in (out / "table.md").read_text().splitlines()
+               if line.startswith("| class_balanced (regions, dominant) | 3 |"))
+    assert row.split(" | ")[5] == "–"  # random has no value at its final 30 clicks
 
 
 def test_pixels_to_reach_the_ceiling(tmp_path, mixed_runs):
@@ -314,9 +347,11 @@ def test_the_cost_grid_keeps_every_cycle_of_a_strategy_whose_cycles_cost_little(
               "dominant": runs([13_233, 19_932, 26_628, 32_725])}
     assert cost_grid(curves) == [13_233, 19_932, 26_628, 32_725, 44_000, 70_329, 96_000, 182_480, 322_997]
     curves["images"] = runs([44_000, 70_329, 96_000], [44_100, 70_429, 96_100])  # seeds' mean x: 44,050 …
-    assert cost_grid(curves)[4:6] == [44_000, 70_379]  # 44,050 merges into the precise run's 44,000
+    # 44,050 merges into the precise run's 44,000, and the point moves to 44,100, where the images seed that
+    # starts there has a value too
+    assert cost_grid(curves)[4:6] == [44_100, 70_379]
     close = {"a": runs([0, 10, 1000, 2000]), "b": runs([5, 1003])}  # a's step 990 (median): 0 and 10 stay apart
-    assert cost_grid(close) == [0, 10, 1000, 2000]
+    assert cost_grid(close) == [5, 10, 1000, 2000]  # 0 and 5 are one point, at 5: b has no value below it
 
 
 def test_the_dominant_oracles_label_noise_is_reported_per_cycle_over_seeds(tmp_path, mixed_runs):

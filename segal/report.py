@@ -535,20 +535,20 @@ def render_html(summary: dict[str, Any], png: bytes) -> str:
     )
 
 
-def _noise_html(summary: dict[str, Any]) -> str:
-    noise = noise_rows(summary)
-    if not noise:
+def _section_html(title: str, table: tuple[list[str], list[list[str]]] | None, table_id: str, note: str) -> str:
+    """A titled table with its note, or nothing when there is no table."""
+    if not table:
         return ""
-    return ("<h2>Label noise of the dominant oracle</h2>" + _html_table(*noise, table_id="label-noise")
-            + f"<p class=\"note\">{html.escape(NOISE_NOTE)}</p>")
+    return (f"<h2>{html.escape(title)}</h2>" + _html_table(*table, table_id=table_id)
+            + f"<p class=\"note\">{html.escape(note)}</p>")
+
+
+def _noise_html(summary: dict[str, Any]) -> str:
+    return _section_html("Label noise of the dominant oracle", noise_rows(summary), "label-noise", NOISE_NOTE)
 
 
 def _compute_html(summary: dict[str, Any]) -> str:
-    compute = compute_rows(summary)
-    if not compute:
-        return ""
-    return ("<h2>CPU hours per run</h2>" + _html_table(*compute, table_id="compute")
-            + f"<p class=\"note\">{html.escape(compute_line(summary) or '')}</p>")
+    return _section_html("CPU hours per run", compute_rows(summary), "compute", compute_line(summary) or "")
 
 
 def _print(summary: dict[str, Any], console) -> None:

@@ -33,7 +33,7 @@ from segal.fileio import atomic_write_json, fingerprint, read_json
 from segal.regions.costs import polygon_clicks
 
 CACHE_FILE = "image_costs.json"
-VERSION = 1  # bump when the counting rule changes: older caches are then recounted
+VERSION = 2  # bump when the counting rule changes: older caches are then recounted (2: nested pieces count)
 
 
 def whole_image_clicks(mask: np.ndarray, ignore_index: int) -> int:

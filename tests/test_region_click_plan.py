@@ -58,6 +58,19 @@ def test_an_accepted_click_run_plans_its_budget_in_clicks_of_the_built_maps(tmp_
         assert (run.dir / "recipe.yaml").exists() and (run.dir / "regions" / FILE).exists()
 
 
+def test_a_precise_click_run_without_cycles_plans_final_from_the_initial_images_whole_clicks(tmp_path):
+    """The ledger charges the initial images their whole-image clicks (segal.image_costs); the plan must start
+    from the same figure, else a run with ``final`` and no ``cycles`` stops short of it."""
+    from segal.image_costs import ImageCosts
+
+    with start_run(click_recipe(tmp_path, budget=0.05, final=0.3, cycles=None), "<test>") as run:
+        plan = run.region_plan()
+        whole = ImageCosts(run.pool, run.dir / "cache").block(np.arange(len(run.pool)))["clicks"]
+        start = whole * 4 / len(run.pool)  # 4 initial images, at the pool's mean whole-image clicks
+        assert start < 4 / len(run.pool) * plan.pool_total  # whole images cost fewer clicks than their regions
+        assert plan.cycles == max(0, round((int(0.3 * plan.pool_total) - start) / plan.per_cycle))
+
+
 def _pool_and_cache(tmp_path):
     run = Run(tmp_path / "run", click_recipe(tmp_path))
     return run.pool, RegionCache.build(run.pool, run.region_spec, tmp_path / "regions")

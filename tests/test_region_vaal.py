@@ -189,7 +189,7 @@ def test_spread_picks_raises_k_center_picks_of_the_shortlist_above_plain_scores_
               15: (9.0, 9.0)}
     out, spread = spread_picks(candidates, scores, np.ones(6, np.int64), 2, 2, _encode_as(points), np.array([0]))
     np.testing.assert_allclose(out, [0.9, 0.8, 1.5, 2.0, 0.5, 0.1])  # pick i of n: 1 + (n - i) / n
-    assert spread == {"factor": 2, "plain_picks": 2, "shortlist": 4, "kept_from_plain": 0,
+    assert spread == {"factor": 2, "plain_picks": 2, "shortlist": 4, "kept_from_plain": 0, "taken": 2, "picks_taken": 2,
                       "radius_before": 4.0, "radius_after": pytest.approx(0.1)}
     np.testing.assert_array_equal(select_under_budget(candidates, out, np.ones(6, np.int64), 2), [13, 12])
     # costs count: region 10 costs the whole budget of 3, so plain VAAL takes 10 alone (n = 1) and the
@@ -198,6 +198,7 @@ def test_spread_picks_raises_k_center_picks_of_the_shortlist_above_plain_scores_
                                np.array([0]))
     np.testing.assert_allclose(out, [0.9, 2.0, 0.7, 0.6, 0.5, 0.1])
     assert (spread["plain_picks"], spread["shortlist"], spread["kept_from_plain"]) == (1, 2, 0)
+    assert (spread["taken"], spread["picks_taken"]) == (3, 1)  # 11 picked, then 12 and 13 fill the budget
     # the loop then fills what the pick leaves of the budget in plain order: 11 (1), then 12, 13 (1 each)
     np.testing.assert_array_equal(select_under_budget(candidates, out, np.array([3, 1, 1, 1, 1, 1]), 3),
                                   [11, 12, 13])

@@ -154,6 +154,16 @@ def test_camvid_plan_in_pixels():
         plan_cost(ActiveConfig(initial=0.5, budget=0.05, final=0.3), 367, total)
 
 
+def test_a_precise_click_plan_starts_from_what_the_initial_images_cost_whole():
+    """CamVid's SLIC regions cost 2,802,646 clicks summed, the 37 initial images 44,000 labeled whole (what the
+    ledger charges): up to 40% at 5% a cycle that is (1,121,058 - 44,000) / 140,132 ≈ 7.7 → 8 cycles; their
+    share of the summed clicks (282,555) would plan (1,121,058 - 282,555) / 140,132 ≈ 6.0 → 6, and the run
+    would stop at about 32% of the clicks."""
+    active = ActiveConfig(initial=37, budget=0.05, final=0.4, unit="region", cost="clicks")
+    assert plan_cost(active, 367, 2_802_646, initial_cost=44_000).cycles == 8
+    assert plan_cost(active, 367, 2_802_646).cycles == 6
+
+
 # --------------------------------------------------------------------------- the recipe
 
 

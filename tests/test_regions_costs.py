@@ -55,6 +55,17 @@ def test_each_piece_of_a_class_is_its_own_polygon():
     np.testing.assert_array_equal(clicks_precise(two_regions(), gt, [0], V), [12])
 
 
+def test_a_piece_inside_a_hole_of_another_class_piece_is_drawn_too():
+    """An 11×11 ring of class 1 around a 7×7 block of class 2 that holds a dot of class 1: class 1 is two
+    pieces, the ring (4) and the dot (3), class 2 one rectangle (4) with a hole: 4 + 3 + 4 = 11, and the
+    enclosing region's outline is the ring's.  Tracing only outermost contours lost the dot."""
+    gt = np.ones((11, 11), np.uint8)
+    gt[2:9, 2:9] = 2
+    gt[5, 5] = 1
+    assert polygon_clicks(gt == 1) == 4 + 3
+    assert clicks_precise(np.zeros((11, 11), np.int32), gt, [0], V).tolist() == [4 + 3 + 4]
+
+
 def test_shapes_cost_their_simplified_vertices_and_at_least_a_triangle():
     L = np.zeros((10, 10), bool)
     L[:, :3] = True

@@ -60,12 +60,15 @@ class CostPlan:
     pool_total: int  # the cost of labeling the whole pool, in the same unit
 
 
-def plan_cost(active: ActiveConfig, num_images: int, pool_total: int, source: str = "<recipe>") -> CostPlan:
+def plan_cost(active: ActiveConfig, num_images: int, pool_total: int, source: str = "<recipe>",
+              initial_cost: float | None = None) -> CostPlan:
     """The spending plan of ``active`` on a pool of ``num_images`` images whose total cost is ``pool_total``.
 
     ``initial`` counts images (as :func:`segal.config.plan_budgets`); ``budget`` and ``final`` count
     ``active.cost``.  Without ``cycles``, their number is ``(final - initial) / budget`` rounded, where the
-    initial images' cost is estimated as their share of the pool (exact for images of equal size).
+    initial images' cost is ``initial_cost`` when given (a precise-oracle click budget charges them their
+    whole-image clicks, :class:`CostLedger`, far fewer than their regions' clicks summed), else their share
+    of ``pool_total`` (exact for images of equal size).
     """
     initial = active.initial if isinstance(active.initial, int) else round(active.initial * num_images)
     if not 1 <= initial <= num_images:
@@ -78,7 +81,7 @@ def plan_cost(active: ActiveConfig, num_images: int, pool_total: int, source: st
         cycles = 0
     else:
         final = cycle_budget(active.final, pool_total, "active.final", source)
-        start = initial / num_images * pool_total
+        start = initial / num_images * pool_total if initial_cost is None else initial_cost
         if final < start:
             raise UserError(f"active.final ({active.final!r}) is below the cost of the initial images", path=source,
                             fix="raise active.final: a float is a share of the pool's total cost, an int a count")

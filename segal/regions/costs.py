@@ -44,10 +44,17 @@ def clicks_dominant(n_regions: int) -> int:
 
 
 def polygon_clicks(piece: np.ndarray) -> int:
-    """Clicks of the outer polygons of the 8-connected pieces of a boolean mask (see the module docstring)."""
+    """Clicks of the outer polygons of the 8-connected pieces of a boolean mask (see the module docstring).
+
+    Every piece counts, a piece inside a hole of another piece of the mask too (sky seen through a tree
+    that sky surrounds): ``RETR_CCOMP`` puts every outer boundary at the top level, where ``RETR_EXTERNAL``
+    dropped the nested ones (before stop 32: 0.19% of CamVid's whole-image clicks, 0.005% of its regions')."""
     padded = np.pad(piece.astype(np.uint8), 1)  # pieces touching the crop's edge keep a closed outline
-    contours, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    return sum(max(len(cv2.approxPolyDP(c, EPSILON, True)), MIN_VERTICES) for c in contours)
+    contours, hierarchy = cv2.findContours(padded, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if hierarchy is None:
+        return 0
+    return sum(max(len(cv2.approxPolyDP(c, EPSILON, True)), MIN_VERTICES)
+               for c, link in zip(contours, hierarchy[0], strict=True) if link[3] < 0)  # no parent: an outer outline
 
 
 def clicks_precise(region_map: np.ndarray, gt_mask: np.ndarray, local_ids: np.ndarray,

@@ -14,7 +14,8 @@ therefore records clicks as well as pixels, with these rules:
   :data:`MIN_VERTICES` = 3 (a polygon has at least a triangle's clicks).  Outlines run through
   pixel centres, so a piece at most 2 pixels across (a dot, a thin sliver along a boundary) is
   within ε of a line and costs the minimum 3; from 3 pixels across a rectangle costs 4.  Holes are not drawn: a class enclosed by another is its own piece, drawn over
-  it, as annotation tools layer polygons.  A rectangular region of one class costs 4 clicks; split
+  it, as annotation tools layer polygons, and so is a piece lying in such a hole (a ring of class A
+  around class B around a dot of A: A costs the ring's polygon and the dot's).  A rectangular region of one class costs 4 clicks; split
   into two classes by a straight line, 4 + 4.  The region's own outline is traced too: the tool shows
   it, but the annotator's polygon has to follow it, which is why precise superpixel labels cost many
   more clicks than dominant ones.

@@ -30,18 +30,10 @@ import numpy as np
 from segal.data.base import Dataset
 from segal.errors import UserError
 from segal.fileio import atomic_write_json, fingerprint, read_json
-from segal.regions.costs import polygon_clicks
+from segal.regions.costs import whole_image_clicks
 
 CACHE_FILE = "image_costs.json"
 VERSION = 2  # bump when the counting rule changes: older caches are then recounted (2: nested pieces count)
-
-
-def whole_image_clicks(mask: np.ndarray, ignore_index: int) -> int:
-    """Clicks of labeling ``mask`` precisely as one region: :func:`~segal.regions.costs.clicks_precise` of a
-    single region covering the image, without its per-region bounding boxes (half the time on CamVid)."""
-    mask = np.asarray(mask)
-    present = np.flatnonzero(np.bincount(mask.ravel(), minlength=1)) if mask.dtype == np.uint8 else np.unique(mask)
-    return sum(polygon_clicks(mask == c) for c in present.tolist() if c != ignore_index)
 
 
 def mask_pixels(pool: Dataset, index: int) -> int:

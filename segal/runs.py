@@ -43,6 +43,7 @@ from segal.pool import PoolState
 from segal.preflight import check_model
 from segal.regions.budget import CostPlan, plan_cost
 from segal.regions.cache import RegionCache
+from segal.regions.costs import whole_image_clicks
 from segal.regions.maps import RegionSpec, region_shape
 from segal.runlock import RunLock
 from segal.strategies import make_region_strategy, make_strategy
@@ -225,9 +226,8 @@ class Run:
                 # the ledger charges the initial images their whole-image clicks (segal.image_costs), not the
                 # sum of their regions' (on CamVid 44,000 against 272,358 for 37 images): plan with the
                 # pool's mean whole-image clicks, or the run stops short of final
-                from segal.image_costs import ImageCosts
-
-                whole = ImageCosts(pool, self.dir / "cache").block(np.arange(len(pool)))["clicks"]
+                ignore = pool.classes.ignore_index
+                whole = sum(whole_image_clicks(np.asarray(pool.load_target(i)), ignore) for i in range(len(pool)))
                 n = a.initial if isinstance(a.initial, int) else round(a.initial * len(pool))
                 initial_cost = whole * n / len(pool)
         else:

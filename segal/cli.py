@@ -279,7 +279,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_costs(args: argparse.Namespace) -> int:
-    from segal.image_costs import record_costs
+    from segal.cost_records import record_costs
     from segal.results import find_runs
 
     for run_dir in find_runs([Path(p) for p in args.run_dirs]):

@@ -38,12 +38,13 @@ from segal.device import Compute, amp_enabled, resolve_device
 from segal.distributed import barrier, is_main, local_device
 from segal.errors import UserError
 from segal.fileio import atomic_write_bytes, fingerprint, get_dotted
+from segal.image_costs import CACHE_FILE as IMAGE_COSTS_FILE
+from segal.image_costs import ImageCosts
 from segal.models import MODELS
 from segal.pool import PoolState
 from segal.preflight import check_model
 from segal.regions.budget import CostPlan, plan_cost
 from segal.regions.cache import RegionCache
-from segal.regions.costs import whole_image_clicks
 from segal.regions.maps import RegionSpec, region_shape
 from segal.runlock import RunLock
 from segal.strategies import make_region_strategy, make_strategy
@@ -225,9 +226,8 @@ class Run:
             if self.region_oracle == "precise" and a.cycles is None and a.final is not None:
                 # the ledger charges the initial images their whole-image clicks (segal.image_costs), not the
                 # sum of their regions' (on CamVid 44,000 against 272,358 for 37 images): plan with the
-                # pool's mean whole-image clicks, or the run stops short of final
-                ignore = pool.classes.ignore_index
-                whole = sum(whole_image_clicks(np.asarray(pool.load_target(i)), ignore) for i in range(len(pool)))
+                # pool's mean whole-image clicks (counted once, cached with the run), or the run stops short
+                whole = ImageCosts(pool, self.dir / "cache").block(np.arange(len(pool)))["clicks"]
                 n = a.initial if isinstance(a.initial, int) else round(a.initial * len(pool))
                 initial_cost = whole * n / len(pool)
         else:
@@ -388,18 +388,25 @@ def start_run(recipe: Recipe, recipe_source: str) -> Run:
 def _plan_under_lock(run: Run, new_dir: bool, new_regions: bool) -> None:
     """Plan a new click-budget run: build its region maps (only the lock holder may write them) and check
     the budget against the pool's clicks.  A refused plan removes what this call wrote, the region maps
-    while the lock is held, then the folder (and its lock file) if ``start_run`` created it: a refused
+    (and a precise plan's whole-image click counts) while the lock is held, then the folder (and its lock file) if ``start_run`` created it: a refused
     run leaves the folder as it found it.  A kill here leaves a resumable region cache (only a cache)."""
     import shutil
 
     from segal.runlock import LOCK_NAME
 
+    costs = run.dir / "cache" / IMAGE_COSTS_FILE  # the whole-image clicks a precise plan counts (region_plan)
+    new_costs, new_cache = not costs.exists(), not costs.parent.exists()
     try:
         run.new_state()
     except UserError:
         if is_main():
             if new_regions:
                 shutil.rmtree(run.dir / "regions", ignore_errors=True)
+            if new_costs:
+                costs.unlink(missing_ok=True)
+            if new_cache:
+                with contextlib.suppress(OSError):  # not empty: another process has written since
+                    costs.parent.rmdir()
             if new_dir:
                 run.close()
                 (run.dir / LOCK_NAME).unlink(missing_ok=True)

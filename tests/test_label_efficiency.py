@@ -262,7 +262,7 @@ def test_region_vaal_diversity_runs_go_to_their_own_region_folder_with_the_facto
 def test_a_region_invocation_records_costs_of_its_own_runs_only(tmp_path, monkeypatch):
     """Two invocations split a seed's region strategies over two cores in one OUT: the first to finish must not
     touch the other's run, still training under its lock (it failed with "the run is in use" at the end)."""
-    import segal.image_costs
+    import segal.cost_records
     import segal.report
     import segal.sweep
 
@@ -273,7 +273,7 @@ def test_a_region_invocation_records_costs_of_its_own_runs_only(tmp_path, monkey
     monkeypatch.setattr(segal.sweep, "sweep", lambda *a, **kw: None)
     monkeypatch.setattr(segal.report, "report", lambda *a, **kw: None)
     recorded = []
-    monkeypatch.setattr(segal.image_costs, "record_costs", recorded.append)
+    monkeypatch.setattr(segal.cost_records, "record_costs", recorded.append)
     argv = ["--quick", "--unit", "region", "--seeds", "0", "--baselines", "random", "--strategies", "class_balanced",
             "--dominant", "", "--out", str(tmp_path)]
     assert tool.main(argv) == 0

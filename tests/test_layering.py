@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("run", {"segal.runs", "segal.preflight", "segal.loop", "segal.region_loop", "segal.image_costs",
              "segal.shared_start"}),
     ("commands", {"segal.evaluate", "segal.human", "segal.select", "segal.sweep", "segal.report",
-                  "segal.results", "segal.compute_time", "segal.records", "segal.serve", "segal.serve.", "segal.cli", "segal.__main__"}),
+                  "segal.results", "segal.compute_time", "segal.records", "segal.cost_records", "segal.serve", "segal.serve.", "segal.cli", "segal.__main__"}),
 ]
 
 

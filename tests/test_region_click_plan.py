@@ -38,6 +38,14 @@ def test_a_refused_click_plan_in_an_existing_folder_removes_the_region_maps_it_b
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock", "notes.txt"]
 
 
+def test_a_refused_precise_plan_to_final_also_removes_the_whole_image_clicks_it_counted(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="rounds to zero"):  # final is checked after the whole images are counted
+        start_run(click_recipe(tmp_path, budget=0.05, final=1e-9, cycles=None), "<test>")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock", "notes.txt"]
+
+
 def test_a_second_writer_of_a_click_run_stops_at_the_lock_before_building_regions(tmp_path):
     (tmp_path / "run").mkdir()
     holder = start_holder(tmp_path / "run")  # another process is starting the same run
@@ -65,6 +73,7 @@ def test_a_precise_click_run_without_cycles_plans_final_from_the_initial_images_
 
     with start_run(click_recipe(tmp_path, budget=0.05, final=0.3, cycles=None), "<test>") as run:
         plan = run.region_plan()
+        assert (run.dir / "cache" / "image_costs.json").exists()  # counted once, kept for resumes and the ledger
         whole = ImageCosts(run.pool, run.dir / "cache").block(np.arange(len(run.pool)))["clicks"]
         start = whole * 4 / len(run.pool)  # 4 initial images, at the pool's mean whole-image clicks
         assert start < 4 / len(run.pool) * plan.pool_total  # whole images cost fewer clicks than their regions

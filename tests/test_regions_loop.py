@@ -17,8 +17,9 @@ import yaml
 import segal.loop
 from segal.cli import main
 from segal.config import recipe_from_dict
+from segal.cost_records import record_costs
 from segal.errors import UserError
-from segal.image_costs import record_costs, whole_image_clicks
+from segal.image_costs import whole_image_clicks
 from segal.loop import ActiveLoop, initial_selection
 from segal.pool import PoolState
 from segal.regions.cache import RegionCache

@@ -14,9 +14,10 @@ import yaml
 
 import tests.tiny  # noqa: F401  (registers tiny-seg)
 from segal.cli import main
+from segal.cost_records import record_costs
 from segal.data.base import ClassSet, Dataset
 from segal.errors import UserError
-from segal.image_costs import ImageCosts, record_costs, whole_image_clicks
+from segal.image_costs import ImageCosts, whole_image_clicks
 from segal.report import report
 from segal.results import t_quantile_975
 from tests.test_report import make_run

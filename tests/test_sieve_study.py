@@ -38,3 +38,21 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
     assert tool.main([str(tmp_path / "no-run"), "--out", str(tmp_path)]) == 2  # a folder as --out
     assert "--out is a folder" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_on_a_real_dominant_run_its_noise_is_the_runs_own_and_every_share_is_a_share(tmp_path):
+    """End to end on a tiny dominant-oracle region run: the tool opens the run, its networks and labels, and the
+    noise it counts over cycle 1's labels is the one the run recorded in metrics.json (segal.regions.training)."""
+    import json
+
+    from tests.test_regions_loop import metrics, run_regions
+
+    run = run_regions(tmp_path, oracle="dominant", cycles=1)
+    out = tmp_path / "sieve.json"
+    assert load_tool("sieve_study").main([str(run.dir), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert list(result) == ["1"]
+    recorded = metrics(run, 1)["label_noise"]
+    assert (result["1"]["wrong"], result["1"]["labeled"]) == (recorded["wrong_pixels"], recorded["labeled_pixels"])
+    for rule in ("disagree@0.5", "lowp@0.1"):
+        assert all(0.0 <= v <= 1.0 for v in result["1"][rule].values())

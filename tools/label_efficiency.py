@@ -276,7 +276,7 @@ def run_regions(args: argparse.Namespace, recipe: Path, out: Path, seeds: list[i
               console=None, jobs=args.jobs, threads=args.threads, write_report=False)
         dirs.append(out / "ceiling")
         mine += [out / "ceiling" / run_name("random", seed) for seed in seeds]
-    from segal.image_costs import record_costs
+    from segal.cost_records import record_costs
     from segal.results import is_run_dir
 
     # image runs made by a segal that did not record costs yet (the issue-14 grid's): only this invocation's
